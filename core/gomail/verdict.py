@@ -77,9 +77,7 @@ class Verdict:
         return cls.make(Action.REJECT, code, enhanced, text)
 
     @classmethod
-    def tempfail(
-        cls, code: int = 451, enhanced: str = "4.3.0", text: str | None = None
-    ) -> Verdict:
+    def tempfail(cls, code: int = 451, enhanced: str = "4.3.0", text: str | None = None) -> Verdict:
         return cls.make(Action.TEMPFAIL, code, enhanced, text)
 
     @classmethod

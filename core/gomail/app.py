@@ -1,0 +1,52 @@
+"""The running server as plugins see it: config, store, plugins, events, password checks."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from gomail.config import Config
+from gomail.events import EventBus
+from gomail.passwords import PasswordHasher
+from gomail.pipeline import PipelineSet
+from gomail.plugins import PluginManager
+from gomail.store import Store
+
+log = logging.getLogger("gomail")
+
+
+class App:
+    """Shared by every listener and handed to plugins as ``app``."""
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: PluginManager,
+        pipelines: PipelineSet,
+        store: Store,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.pipelines = pipelines
+        self.store = store
+        self.hasher = hasher or PasswordHasher()
+        self.events = EventBus(plugins, self)
+        self.stopping = False
+        # Verified against when the account does not exist, so that a wrong user name costs
+        # as much time as a wrong password (no user enumeration by timing).
+        self._dummy_hash: str | None = None
+
+    def emit(self, name: str, **data: Any) -> None:
+        """Broadcast an event to every plugin (see ``gomail_event``)."""
+        self.events.emit(name, **data)
+
+    async def check_password(self, address: str, password: str) -> bool:
+        stored = await self.store.get_password_hash(address)
+        if stored is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = await self.hasher.hash(secrets.token_hex(16))
+            await self.hasher.verify(self._dummy_hash, password)
+            return False
+        return await self.hasher.verify(stored, password)

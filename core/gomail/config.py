@@ -1,0 +1,143 @@
+"""Server settings: embedded defaults, overridden by a YAML file and then the command line."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gomail.yamlfile import ConfigError, LineDict, line_of, load_yaml
+
+STOCK_PIPELINE = "default.yaml"
+
+# Keys a config file may hold, with their types (for a clear error on anything else).
+_KEYS: dict[str, tuple[type, ...]] = {
+    "hostname": (str,),
+    "data": (str,),
+    "max_message_size": (int,),
+    "blob_inline_max": (int,),
+    "pipeline": (str,),
+    "listen": (dict,),
+    "tls": (dict,),
+    "log_format": (str,),
+    "plugin_timeout": (int, float),
+    "max_line_length": (int,),
+    "max_recipients": (int,),
+}
+
+
+def stock_pipeline_path() -> Path:
+    """The pipeline file ``gomail run`` uses when nothing else is named."""
+    return Path(str(resources.files("gomail") / "pipelines" / STOCK_PIPELINE))
+
+
+@dataclass
+class Config:
+    """Everything ``gomail`` needs to know before it starts, with the embedded defaults."""
+
+    data_dir: Path = Path("data")
+    hostname: str = field(default_factory=socket.getfqdn)
+    max_message_size: int = 25 * 1024 * 1024
+    blob_inline_max: int = 1024 * 1024
+    pipeline_file: Path = field(default_factory=stock_pipeline_path)
+    listen: dict[str, tuple[str, int]] = field(default_factory=dict)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_format: str = "text"
+    plugin_timeout: float = 30.0
+    # RFC 5321 says 1,000 octets; real mail has longer lines, so we allow more by default.
+    max_line_length: int = 10_000
+    max_recipients: int = 1000
+    config_file: Path | None = None
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+
+def parse_listen(spec: str, where: str = "--listen") -> tuple[str, tuple[str, int]]:
+    """Parse ``NAME=HOST:PORT`` (HOST may be ``[::1]``); ConfigError when malformed."""
+    name, sep, addr = spec.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"{where}: expected NAME=HOST:PORT, got {spec!r}")
+    return name.strip(), parse_hostport(addr, f"{where} {name}")
+
+
+def parse_hostport(addr: str, where: str) -> tuple[str, int]:
+    host, sep, port = str(addr).rpartition(":")
+    if not sep:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {addr!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ConfigError(f"{where}: port {port!r} is not a number") from None
+    if not 0 <= port_no <= 65535:
+        raise ConfigError(f"{where}: port {port_no} is out of range")
+    return host, port_no
+
+
+def load_config(
+    config_file: Path | None = None,
+    data_dir: Path | None = None,
+    listen: tuple[str, ...] | list[str] = (),
+    log_format: str | None = None,
+) -> Config:
+    """Build the Config: defaults, then config_file, then the command-line values."""
+    cfg = Config()
+    if config_file is not None:
+        _apply_file(cfg, Path(config_file))
+    if data_dir is not None:
+        cfg.data_dir = Path(data_dir)
+    for spec in listen:
+        name, hostport = parse_listen(spec)
+        cfg.listen[name] = hostport
+    if log_format is not None:
+        cfg.log_format = log_format
+    return cfg
+
+
+def _apply_file(cfg: Config, path: Path) -> None:
+    doc = load_yaml(path)
+    cfg.config_file = path
+    if doc is None:
+        return
+    if not isinstance(doc, LineDict):
+        raise ConfigError(f"{path}:{line_of(doc)}: expected a mapping of settings")
+    for key, value in doc.items():
+        where = f"{path}:{line_of(doc, key)}"
+        if key not in _KEYS:
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
+        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} has the wrong type ({type(value).__name__})")
+        _set(cfg, key, value, where, path.parent, doc)
+
+
+def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDict) -> None:
+    if key == "data":
+        cfg.data_dir = base / value
+    elif key == "pipeline":
+        cfg.pipeline_file = base / value
+    elif key == "listen":
+        for name, addr in value.items():
+            cfg.listen[str(name)] = parse_hostport(str(addr), f"{where} listen.{name}")
+    elif key == "tls":
+        unknown = set(value) - {"cert", "key"}
+        if unknown or set(value) != {"cert", "key"}:
+            raise ConfigError(f"{where}: tls takes exactly 'cert' and 'key' (file paths)")
+        cfg.tls_cert, cfg.tls_key = base / value["cert"], base / value["key"]
+    elif key == "log_format":
+        if value not in ("text", "json"):
+            raise ConfigError(f"{where}: log_format is 'text' or 'json'")
+        cfg.log_format = value
+    elif key in ("max_message_size", "blob_inline_max", "max_line_length", "max_recipients"):
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive")
+        setattr(cfg, key, value)
+    elif key == "plugin_timeout":
+        cfg.plugin_timeout = float(value)
+    else:
+        setattr(cfg, key, value)

@@ -1,0 +1,409 @@
+"""The aiosmtpd handler that turns SMTP session events into pipeline stages.
+
+One Handler serves one listener; per-connection state lives on the protocol object
+(:class:`gomail.smtp.protocol.GomailSMTP`: ``ctx`` is the Session, ``txn`` the open
+Transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import AuthResult
+
+from gomail import events
+from gomail.address import NeedsSmtpUtf8, normalize_address, parse_path, plus_base
+from gomail.context import Recipient, Session, Transaction, new_id
+from gomail.message import Message
+from gomail.pipeline import Listener, Pipeline, run_stage
+from gomail.store import Delivery, StoreError
+from gomail.verdict import Action, Verdict
+
+if TYPE_CHECKING:
+    from gomail.app import App
+    from gomail.smtp.protocol import GomailSMTP
+
+log = logging.getLogger("gomail.smtp")
+txlog = logging.getLogger("gomail.smtp.transaction")
+
+AUTH_FAILURES_BEFORE_DISCONNECT = 5
+AUTH_DELAY_STEP = 1.0  # seconds of delay added per failed attempt in a session
+AUTH_DELAY_MAX = 5.0
+
+
+def _reply(v: Verdict) -> str:
+    return v.smtp_reply()
+
+
+class Handler:
+    """aiosmtpd handler for one listener: every hook runs the listener's pipeline."""
+
+    def __init__(self, app: App, listener: Listener, pipeline: Pipeline) -> None:
+        self.app = app
+        self.listener = listener
+        self.pipeline = pipeline
+        self.connections: set[GomailSMTP] = set()
+
+    # --- connection lifecycle (called by the protocol) ---------------------------------
+
+    def connection_opened(self, server: GomailSMTP, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        server.ctx = Session(
+            id=new_id(),
+            listener=self.listener.name,
+            pipeline=self.pipeline.name,
+            peer_ip=str(peer[0]),
+            peer_port=int(peer[1]),
+            local_ip=str(sock[0]),
+            local_port=int(sock[1]),
+            tls=server.implicit_tls,
+        )
+        server.ctx.state["auth_failures"] = 0
+        self.connections.add(server)
+
+    def tls_started(self, server: GomailSMTP) -> None:
+        server.ctx.tls = True
+        server.ctx.helo = None
+        server.txn = None
+
+    def connection_closed(self, server: GomailSMTP) -> None:
+        self.transaction_ended(server)
+        self.connections.discard(server)
+
+    def transaction_ended(self, server: GomailSMTP, outcome: str = "aborted") -> None:
+        txn = server.txn
+        if txn is not None:
+            server.txn = None
+            if txn.recipients or txn.state.get("rejections"):
+                self._log_transaction(server, txn, outcome, None, 0)
+
+    async def on_connect(self, server: GomailSMTP) -> str | None:
+        """Run the connect stage; a reply string means refuse and close."""
+        if self.app.stopping:
+            return "421 4.3.2 Server shutting down, try again later"
+        v = await self._stage("connect", server)
+        if v.is_failure:
+            log.info(
+                "connection refused",
+                extra={"fields": {"session": server.ctx.id, "peer": server.ctx.peer_ip,
+                                  "plugin": v.plugin, "reply": _reply(v)}},
+            )  # fmt: skip
+            if v.action is Action.TEMPFAIL:
+                return f"421 {v.enhanced} {v.text}"
+            return f"554 {v.enhanced} {v.text}"
+        return None
+
+    async def _stage(self, stage: str, server: GomailSMTP, **args: Any) -> Verdict:
+        args["session"] = server.ctx
+        args["app"] = self.app
+        return await run_stage(self.pipeline.uses(stage), args, server.ctx.id)
+
+    # --- HELO / EHLO -------------------------------------------------------------------
+
+    async def handle_HELO(self, server: GomailSMTP, session: Any, envelope: Any, hostname: str):
+        if "\x00" in hostname:
+            return "501 5.5.2 NUL character not allowed"
+        server.ctx.helo = hostname
+        v = await self._stage("helo", server, hostname=hostname)
+        if v.is_failure:
+            return _reply(v)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self, server: GomailSMTP, session: Any, envelope: Any, hostname: str, responses: list
+    ):
+        if "\x00" in hostname:
+            session.host_name = None
+            return ["501 5.5.2 NUL character not allowed"]
+        server.ctx.helo = hostname
+        v = await self._stage("helo", server, hostname=hostname)
+        if v.is_failure:
+            session.host_name = None
+            return [_reply(v)]
+        session.host_name = hostname
+        lines = [r for r in responses if r[4:] != "HELP"]
+        if not server.offers_auth():
+            lines = [r for r in lines if not r[4:].startswith("AUTH")]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-CHUNKING"]
+        lines[-1] = "250 " + lines[-1][4:]
+        return lines
+
+    # --- AUTH --------------------------------------------------------------------------
+
+    async def authenticate(
+        self, server: GomailSMTP, mechanism: str, login: bytes, password: bytes
+    ) -> AuthResult:
+        ctx = server.ctx
+        try:
+            username = normalize_address(login.decode("utf-8"))
+            secret = password.decode("utf-8")
+        except (UnicodeDecodeError, ValueError):
+            username, secret = None, None
+        ok = False
+        if username is not None and secret is not None:
+            ok = await self.app.check_password(username, secret)
+        if not ok:
+            ctx.state["auth_failures"] += 1
+            failures = ctx.state["auth_failures"]
+            self.app.emit(
+                events.LOGIN_FAILED,
+                protocol="smtp", listener=self.listener.name, peer=ctx.peer_ip,
+                username=login.decode("utf-8", "replace")[:200], failures=failures,
+            )  # fmt: skip
+            log.warning(
+                "authentication failed",
+                extra={"fields": {"session": ctx.id, "peer": ctx.peer_ip,
+                                  "user": login.decode("utf-8", "replace")[:200],
+                                  "mechanism": mechanism, "failures": failures}},
+            )  # fmt: skip
+            # Slow down guessing, then hang up on it.
+            await asyncio.sleep(min(AUTH_DELAY_STEP * failures, AUTH_DELAY_MAX))
+            if failures >= AUTH_FAILURES_BEFORE_DISCONNECT:
+                await server.push("421 4.7.0 Too many failed authentications, goodbye")
+                server.transport.close()
+                return AuthResult(success=False, handled=True)
+            return AuthResult(success=False, message="535 5.7.8 Authentication credentials invalid")
+        v = await self._stage("auth", server, username=username, mechanism=mechanism)
+        if v.is_failure:
+            return AuthResult(success=False, message=_reply(v))
+        ctx.user = username
+        self.app.emit(
+            events.LOGIN_SUCCEEDED,
+            protocol="smtp", listener=self.listener.name, peer=ctx.peer_ip, username=username,
+        )  # fmt: skip
+        return AuthResult(success=True, auth_data=username)
+
+    # --- MAIL / RCPT -------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: GomailSMTP, session: Any, envelope: Any, address: str, options: list
+    ):
+        ctx = server.ctx
+        if self.app.stopping:
+            server.transport.close()
+            return "421 4.3.2 Server shutting down, try again later"
+        if self.listener.auth == "required" and not ctx.authenticated:
+            return "530 5.7.0 Authentication required"
+        if "\x00" in address:
+            return "501 5.5.2 NUL character not allowed"
+        smtputf8 = "SMTPUTF8" in options
+        if address == "<>":
+            sender = ""
+        else:
+            try:
+                sender = parse_path(address, smtputf8).address
+            except NeedsSmtpUtf8:
+                return "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+            except ValueError as exc:
+                return f"553 5.1.7 Bad sender address syntax: {exc}"
+        if ctx.authenticated and not await self.may_send_as(ctx.user, sender):
+            return f"553 5.7.1 <{sender}>: Sender address not owned by user {ctx.user}"
+        txn = Transaction(id=new_id(), sender=sender, mail_options=list(options))
+        v = await self._stage("mail", server, transaction=txn)
+        if v.is_failure:
+            self._log_transaction(server, txn, "rejected", v, 0)
+            return _reply(v)
+        server.txn = txn
+        envelope.mail_from = sender or "<>"
+        envelope.mail_options.extend(options)
+        envelope.smtp_utf8 = smtputf8
+        return "250 2.1.0 OK"
+
+    async def may_send_as(self, user: str, sender: str) -> bool:
+        """An authenticated user may send as their own address, plus-tagged or not, or as an
+        alias (or catch-all) that delivers to them."""
+        if not sender:
+            return False
+        if sender == user:
+            return True
+        local, _, domain = sender.rpartition("@")
+        base = plus_base(local)
+        if base and f"{base}@{domain}" == user:
+            return True
+        store = self.app.store
+        for source in (sender, f"{base}@{domain}" if base else None, f"@{domain}"):
+            if source is None:
+                continue
+            alias = await store.get_alias(source)
+            if alias is not None and user in alias.targets:
+                return True
+        return False
+
+    async def handle_RCPT(
+        self, server: GomailSMTP, session: Any, envelope: Any, address: str, options: list
+    ):
+        txn = server.txn
+        if txn is None:
+            return "503 5.5.1 Error: need MAIL command"
+        if "\x00" in address:
+            return "501 5.5.2 NUL character not allowed"
+        if len(txn.recipients) >= self.app.config.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            parse_path(address, bool(envelope.smtp_utf8))
+        except NeedsSmtpUtf8:
+            return "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+        except ValueError as exc:
+            return f"501 5.1.3 Bad recipient address syntax: {exc}"
+        rcpt = Recipient(address=address, options=list(options))
+        v = await self._stage("rcpt", server, transaction=txn, recipient=rcpt)
+        if v.is_failure:
+            txn.state.setdefault("rejections", []).append((address, v))
+            return _reply(v)
+        if v.action is not Action.ACCEPT and rcpt.route is None:
+            v = Verdict.reject(554, "5.7.1", f"<{address}>: Relay access denied").by("core")
+            txn.state.setdefault("rejections", []).append((address, v))
+            return _reply(v)
+        txn.recipients.append(rcpt)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_RSET(self, server: GomailSMTP, session: Any, envelope: Any):
+        return "250 2.0.0 OK"
+
+    # --- DATA --------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: GomailSMTP, session: Any, envelope: Any) -> str:
+        txn = server.txn
+        if txn is None:
+            return "503 5.5.1 Error: need MAIL command"
+        raw: bytes = envelope.original_content or b""
+        server.txn = None  # this transaction ends here, whatever happens
+        try:
+            reply, v = await self._process(server, txn, raw)
+        except Exception:
+            log.exception("session %s: error processing message %s", server.ctx.id, txn.id)
+            reply, v = "451 4.3.0 Local error in processing", None
+        outcome = "accepted" if reply.startswith("250") else "rejected"
+        self._log_transaction(server, txn, outcome, v, len(raw))
+        return reply
+
+    async def _process(
+        self, server: GomailSMTP, txn: Transaction, raw: bytes
+    ) -> tuple[str, Verdict | None]:
+        ctx = server.ctx
+        if b"\x00" in raw:
+            v = Verdict.reject(554, "5.6.0", "Message contains NUL characters").by("core")
+            return _reply(v), v
+        message = Message(raw)
+        v = await self._stage("data", server, transaction=txn, message=message)
+        if v.is_failure:
+            self.app.emit(events.EMAIL_REJECTED, **self._event_data(server, txn, v))
+            return _reply(v), v
+        if v.action is Action.DISCARD:
+            return f"250 2.0.0 OK: discarded as {txn.id}", v
+        if v.action is Action.QUARANTINE:
+            txn.quarantined = True
+        await self._apply_envelope_edits(server, txn, message)
+        final = self._trace_headers(ctx, txn) + message.edited()
+        final_message = Message(final)
+        dv = await self._stage("deliver", server, transaction=txn, message=final_message)
+        if dv.is_failure:
+            return _reply(dv), dv
+        if dv.action is Action.DISCARD:
+            return f"250 2.0.0 OK: discarded as {txn.id}", dv
+        plan = txn.plan
+        if plan.empty:
+            log.error(
+                "message %s: no deliver plugin took it (pipeline %s)", txn.id, self.pipeline.name
+            )
+            fail = Verdict.tempfail(451, "4.3.0", "No delivery configured, try again later")
+            return _reply(fail), fail.by("core")
+        return_path = f"Return-Path: <{txn.sender}>\r\n".encode() if plan.local else b""
+        delivery = Delivery(
+            queue_id=txn.id,
+            sender=txn.sender,
+            raw=return_path + final,
+            local=tuple(plan.local),
+            outbound=tuple(plan.outbound),
+        )
+        try:
+            await self.app.store.deliver(delivery)
+        except StoreError as exc:
+            log.error("message %s: store refused delivery: %s", txn.id, exc)
+            fail = Verdict.tempfail(451, "4.3.0", "Could not store message, try again later")
+            return _reply(fail), fail.by("core")
+        self.app.emit(events.EMAIL_RECEIVED, **self._event_data(server, txn, v, len(final)))
+        return f"250 2.0.0 OK: queued as {txn.id}", (v if v.plugin else dv)
+
+    async def _apply_envelope_edits(
+        self, server: GomailSMTP, txn: Transaction, message: Message
+    ) -> None:
+        for edit in message.envelope_edits:
+            if edit.kind == "change_sender":
+                txn.sender = edit.value
+            elif edit.kind == "remove_recipient":
+                txn.recipients = [r for r in txn.recipients if r.address != edit.value]
+            elif edit.kind == "add_recipient":
+                rcpt = Recipient(address=edit.value)
+                v = await self._stage("rcpt", server, transaction=txn, recipient=rcpt)
+                if v.is_failure or (v.action is not Action.ACCEPT and rcpt.route is None):
+                    log.warning(
+                        "message %s: recipient %s added by plugin %s was refused: %s",
+                        txn.id, edit.value, edit.plugin, _reply(v),
+                    )  # fmt: skip
+                else:
+                    txn.recipients.append(rcpt)
+
+    def _trace_headers(self, ctx: Session, txn: Transaction) -> bytes:
+        """Authentication-Results (when plugins gave results) and Received (RFC 5321 4.4)."""
+        hostname = self.app.config.hostname
+        out = []
+        if txn.auth_results:
+            out.append(
+                f"Authentication-Results: {hostname};\r\n\t" + ";\r\n\t".join(txn.auth_results)
+            )
+        protocol = "ESMTP" + ("S" if ctx.tls else "") + ("A" if ctx.authenticated else "")
+        peer = f"[{ctx.peer_ip}]" if ":" not in ctx.peer_ip else f"[IPv6:{ctx.peer_ip}]"
+        helo = ctx.helo or "unknown"
+        received = (
+            f"Received: from {helo} ({peer})\r\n\tby {hostname} (gomail)"
+            f" with {protocol} id {txn.id}"
+        )
+        if len(txn.recipients) == 1:
+            received += f"\r\n\tfor <{txn.recipients[0].address}>"
+        received += "; " + email.utils.format_datetime(email.utils.localtime())
+        out.append(received)
+        return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+
+    # --- logging and events ------------------------------------------------------------
+
+    def _event_data(self, server: GomailSMTP, txn: Transaction, v: Verdict | None, size: int = 0):
+        return {
+            "queue_id": txn.id,
+            "session": server.ctx.id,
+            "listener": self.listener.name,
+            "peer": server.ctx.peer_ip,
+            "sender": txn.sender,
+            "recipients": [r.address for r in txn.recipients],
+            "user": server.ctx.user,
+            "size": size,
+            "verdict": v.action.value if v else None,
+            "plugin": v.plugin if v else None,
+        }
+
+    def _log_transaction(
+        self, server: GomailSMTP, txn: Transaction, outcome: str, v: Verdict | None, size: int
+    ) -> None:
+        fields = {
+            "queue_id": txn.id,
+            "session": server.ctx.id,
+            "listener": self.listener.name,
+            "peer": server.ctx.peer_ip,
+            "user": server.ctx.user,
+            "sender": txn.sender,
+            "recipients": [r.address for r in txn.recipients],
+            "rejected": [a for a, _ in txn.state.get("rejections", [])],
+            "verdict": outcome if v is None else v.action.value,
+            "reply": v.smtp_reply() if v is not None and v.is_failure else None,
+            "plugin": v.plugin if v is not None else None,
+            "size": size,
+            "duration_ms": round((time.monotonic() - txn.started) * 1000, 1),
+        }
+        txlog.info(outcome, extra={"fields": {k: val for k, val in fields.items() if val}})

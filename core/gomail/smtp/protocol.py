@@ -1,0 +1,231 @@
+"""Our subclass of aiosmtpd's SMTP protocol: the parts aiosmtpd's handler API cannot reach.
+
+- a ``connect`` stage before the greeting;
+- enhanced status codes on every reply (ENHANCEDSTATUSCODES is advertised);
+- PIPELINING, ENHANCEDSTATUSCODES and CHUNKING in EHLO, and BDAT;
+- AUTH PLAIN/LOGIN checked asynchronously (argon2 off the event loop), with the ``auth`` stage;
+- AUTH hidden and refused on listeners that do not offer it, and allowed on implicit TLS
+  (aiosmtpd only knows about STARTTLS, upstream #281);
+- per-connection state (:class:`gomail.context.Session`) kept across STARTTLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, syntax
+
+from gomail.smtp.replies import with_enhanced
+
+if TYPE_CHECKING:
+    from gomail.smtp.handler import Handler
+
+log = logging.getLogger("gomail.smtp")
+
+BDAT_MAX_CHUNK = 64 * 1024 * 1024
+
+
+class GomailSMTP(SMTP):
+    """One SMTP connection."""
+
+    handler: Handler
+
+    def __init__(self, handler: Handler, *, line_length_limit: int, **kwargs: Any) -> None:
+        # aiosmtpd sizes its StreamReader from this attribute inside __init__.
+        self.line_length_limit = line_length_limit
+        self.ctx = None  # gomail.context.Session, made at connection
+        self.txn = None  # gomail.context.Transaction while one is open
+        self.implicit_tls = handler.listener.tls == "implicit"
+        self._in_ehlo = False
+        self._bdat: bytearray | None = None
+        self._bdat_failed: str | None = None
+        self.busy = False
+        super().__init__(handler, **kwargs)
+        self.handler = handler
+
+    # --- connection --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.handler.connection_opened(self, transport)
+        else:  # after STARTTLS: RFC 3207 says forget what the client said before
+            self.handler.tls_started(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is not None and self.transport is not None:
+            self.handler.connection_closed(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        verdict = await self.handler.on_connect(self)
+        if verdict is not None:
+            await self.push(verdict)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.busy or self.txn is not None
+
+    @property
+    def tls_active(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._bdat = None
+        self._bdat_failed = None
+        if getattr(self, "handler", None) is not None:
+            self.handler.transaction_ended(self)
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str) and not self._in_ehlo:
+            status = "\r\n".join(with_enhanced(line) for line in status.split("\r\n"))
+        await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("session %s: unexpected error", self.ctx.id if self.ctx else "?")
+        return "451 4.3.0 Local error in processing"
+
+    # --- EHLO and AUTH -----------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    def offers_auth(self) -> bool:
+        return self.handler.listener.auth != "off" and (
+            self.tls_active or self.handler.listener.starttls == "off"
+        )
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.handler.listener.auth == "off":
+            await self.push("503 5.5.1 AUTH not available on this port")
+            return
+        if not self.offers_auth():
+            await self.push("530 5.7.0 Must issue a STARTTLS command first")
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            if args[1] == "=":
+                blob = b""
+            else:
+                try:
+                    blob = base64.b64decode(args[1], validate=True)
+                except (binascii.Error, ValueError):
+                    await self.push("501 5.5.2 Cannot decode base64")
+                    return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split AUTH PLAIN response")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            await self.push("535 5.7.8 Authorization identity differs from login")
+            return AuthResult(success=False, handled=True)
+        return await self.handler.authenticate(self, "PLAIN", login, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self.handler.authenticate(self, "LOGIN", login, password)
+
+    # --- DATA and BDAT -----------------------------------------------------------------
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._bdat is not None:
+            await self.push("503 5.5.1 DATA not allowed after BDAT")
+            return
+        self.busy = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.busy = False
+
+    @syntax("BDAT <size> [LAST]")
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 CHUNKING: the chunk is read in one piece, no dot-stuffing or line limits."""
+        parts = (arg or "").split()
+        if not parts or len(parts) > 2 or not parts[0].isdigit():
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        last = len(parts) == 2
+        if last and parts[1].upper() != "LAST":
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        size = int(parts[0])
+        if size > BDAT_MAX_CHUNK:
+            # We cannot skip the chunk safely without reading it: close rather than desync.
+            await self.push("552 5.3.4 Chunk too large")
+            self.transport.close()
+            return
+        self.busy = True
+        try:
+            chunk = await self._reader.readexactly(size) if size else b""
+        except asyncio.IncompleteReadError:
+            self.busy = False
+            return  # the client went away mid-chunk; nothing was stored
+        try:
+            await self._bdat_chunk(chunk, last)
+        finally:
+            self.busy = False
+
+    async def _bdat_chunk(self, chunk: bytes, last: bool) -> None:
+        if self._bdat_failed is None:
+            if not self.session.host_name:
+                self._bdat_failed = "503 5.5.1 Error: send HELO first"
+            elif self._auth_required and not self.session.authenticated:
+                self._bdat_failed = "530 5.7.0 Authentication required"
+            elif not self.envelope.rcpt_tos:
+                self._bdat_failed = "503 5.5.1 Error: need RCPT command"
+        if self._bdat is None:
+            self._bdat = bytearray()
+        if self._bdat_failed is None:
+            self._bdat += chunk
+            if self.data_size_limit and len(self._bdat) > self.data_size_limit:
+                self._bdat_failed = "552 5.3.4 Message size exceeds fixed maximum message size"
+                self._bdat = bytearray()
+        if not last:
+            if self._bdat_failed:
+                await self.push(self._bdat_failed)
+            else:
+                await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        failed, content = self._bdat_failed, bytes(self._bdat)
+        if failed:
+            self._set_post_data_state()
+            await self.push(failed)
+            return
+        self.envelope.original_content = content
+        self.envelope.content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
