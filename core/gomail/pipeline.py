@@ -73,9 +73,9 @@ class Listener:
     host: str
     port: int
     pipeline: str
-    auth: str = "optional"  # required | optional | off
-    starttls: str = "optional"  # required | optional | off
-    tls: str = "starttls"  # starttls | implicit | off
+    auth: str = "optional"  # required | optional | none
+    starttls: str = "optional"  # required | optional | none
+    tls: str = "starttls"  # starttls | implicit | none
 
 
 @dataclass
@@ -156,6 +156,8 @@ def _load_listener(name, spec, line, pipelines, fail) -> Listener:
     for key, value in spec.items():
         if key not in LISTENER_KEYS:
             raise fail(line_of(spec, key), f"listener {name}: unknown key {key!r}")
+        if value is False and key in ("auth", "starttls", "tls"):
+            continue
         if not isinstance(value, LISTENER_KEYS[key]) or isinstance(value, bool):
             raise fail(line_of(spec, key), f"listener {name}: {key} has the wrong type")
     if "port" not in spec or "pipeline" not in spec:
@@ -163,15 +165,18 @@ def _load_listener(name, spec, line, pipelines, fail) -> Listener:
     if spec["pipeline"] not in pipelines:
         raise fail(line_of(spec, "pipeline"), f"listener {name}: no pipeline {spec['pipeline']!r}")
     choices = {
-        "auth": ("required", "optional", "off"),
-        "starttls": ("required", "optional", "off"),
-        "tls": ("starttls", "implicit", "off"),
+        "auth": ("required", "optional", "none"),
+        "starttls": ("required", "optional", "none"),
+        "tls": ("starttls", "implicit", "none"),
     }
+    spec = dict(spec)
     for key, allowed in choices.items():
+        if spec.get(key) is False:  # YAML 1.1 reads a bare `off` or `no` as false
+            spec[key] = "none"
         if key in spec and spec[key] not in allowed:
             raise fail(line_of(spec, key), f"listener {name}: {key} is one of {', '.join(allowed)}")
     tls = spec.get("tls", "starttls")
-    starttls = spec.get("starttls", "optional" if tls == "starttls" else "off")
+    starttls = spec.get("starttls", "optional" if tls == "starttls" else "none")
     return Listener(
         name=name,
         host=spec.get("host", "0.0.0.0"),

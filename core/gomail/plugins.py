@@ -87,7 +87,7 @@ class PluginManager:
             unknown = [
                 hook
                 for hook in dir(obj)
-                if hook.startswith("gomail_") and not hasattr(self.pm.hook, hook)
+                if hook.startswith("gomail_") and not getattr(self.pm.hook, hook).has_spec()
             ]
             if unknown:
                 self.pm.unregister(name=name)

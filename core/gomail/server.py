@@ -114,7 +114,7 @@ class Server:
 
     def _factory(self, handler: Handler, ln: Listener, tls):
         cfg = self.config
-        starttls = tls if ln.tls == "starttls" and ln.starttls != "off" else None
+        starttls = tls if ln.tls == "starttls" and ln.starttls != "none" else None
 
         def make() -> GomailSMTP:
             return GomailSMTP(

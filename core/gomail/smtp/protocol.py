@@ -105,12 +105,12 @@ class GomailSMTP(SMTP):
             self._in_ehlo = False
 
     def offers_auth(self) -> bool:
-        return self.handler.listener.auth != "off" and (
-            self.tls_active or self.handler.listener.starttls == "off"
+        return self.handler.listener.auth != "none" and (
+            self.tls_active or self.handler.listener.starttls == "none"
         )
 
     async def smtp_AUTH(self, arg: str) -> None:
-        if self.handler.listener.auth == "off":
+        if self.handler.listener.auth == "none":
             await self.push("503 5.5.1 AUTH not available on this port")
             return
         if not self.offers_auth():
