@@ -1,0 +1,739 @@
+"""SMTP accept rate of gomail beside Postfix's smtp-sink and bare aiosmtpd, driven by smtp-source.
+
+    uv run python contrib/bench/smtp_accept.py [--messages 20000] [--sessions 20] [--runs 3]
+        [--only NAMES] [--profile]
+
+Every target is driven by Postfix's smtp-source (2 KiB messages, SESSIONS parallel sessions,
+MESSAGES messages) once with a new connection per message and once with connections reused
+(`-d`), RUNS times, in one interleaved run so that the machine's drift hits every target alike.
+Each run gets a freshly started server and a fresh data directory.  The rate is MESSAGES divided
+by smtp-source's wall time; a run counts only when smtp-source exits 0 (without -A it stops at
+the first refused command).  Where a target stores messages, they are counted afterwards
+("stored").  See contrib/bench/README.md for installing smtp-source and reading the table.
+
+Everything listens on 127.0.0.1; every wait is bounded; every child is killed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+BIN = Path(PY).parent  # the venv's bin/: gomail's console script lives beside its python
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SENDER = "from@bench.example"
+RECIPIENT = "to@example.org"
+DOMAIN = "example.org"
+MODES = {"per-connection": [], "reused": ["-d"]}
+
+# Children still alive, killed by kill_all() whatever happens.
+CHILDREN: list[subprocess.Popen] = []
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(argv: list[str], logfile: Path, **kw) -> subprocess.Popen:
+    """Start a child in its own process group, output to logfile."""
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kw,
+        )
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> int | None:
+    """Signal the child's process group, wait up to `grace` s, then SIGKILL it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log(f"  pid {proc.pid} ignored signal {sig} for {grace:.0f}s: SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers left in the group
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    if proc in CHILDREN:
+        CHILDREN.remove(proc)
+    return proc.returncode
+
+
+def kill_all() -> None:
+    for proc in list(CHILDREN):
+        stop(proc, signal.SIGKILL, grace=5)
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float, logfile: Path) -> None:
+    """Poll 127.0.0.1:port until it greets with 220; fail if the server exits or times out."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before listening; log {logfile}:\n"
+                + tail(logfile)
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.settimeout(5)
+                banner = s.recv(512)
+                with contextlib.suppress(OSError):
+                    s.sendall(b"QUIT\r\n")
+                    s.recv(512)
+            if banner.startswith(b"220"):
+                return
+            last = f"banner {banner[:80]!r}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} not ready after {timeout:.0f}s ({last}); log {logfile}")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+
+
+@dataclasses.dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    workdir: Path
+    logfile: Path
+
+
+class Target:
+    name = ""
+    description = ""
+    python = False  # a Python process py-spy can profile
+    stores = False  # has a "stored" count
+    ready_timeout = 30.0
+
+    def available(self) -> str | None:
+        """None when usable, else why not."""
+        return None
+
+    def start(self, workdir: Path) -> Server:
+        port = free_port()
+        logfile = workdir / "server.log"
+        proc = spawn(self.argv(workdir, port), logfile, cwd=workdir)
+        try:
+            wait_ready(proc, port, self.ready_timeout, logfile)
+        except BaseException:
+            stop(proc, signal.SIGKILL, grace=5)
+            raise
+        return Server(proc, port, workdir, logfile)
+
+    def argv(self, workdir: Path, port: int) -> list[str]:
+        raise NotImplementedError
+
+    def stored(self, server: Server) -> int | None:
+        return None
+
+
+class SmtpSink(Target):
+    name = "smtp-sink"
+    description = "Postfix smtp-sink: answers everything, stores nothing"
+
+    def available(self) -> str | None:
+        return None if os.access(SMTP_SINK, os.X_OK) else f"{SMTP_SINK} missing (apt postfix)"
+
+    def argv(self, workdir: Path, port: int) -> list[str]:
+        return [SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1024"]
+
+
+class BareAiosmtpd(Target):
+    name = "bare-aiosmtpd"
+    description = "aiosmtpd, handler answers 250 only"
+    python = True
+
+    def argv(self, workdir: Path, port: int) -> list[str]:
+        return [PY, str(HERE / "bare_aiosmtpd.py"), "--port", str(port)]
+
+
+class AiosmtpdSqlite(Target):
+    name = "aiosmtpd-sqlite"
+    description = "aiosmtpd + one SQLite commit per message (WAL, synchronous=FULL)"
+    python = True
+    stores = True
+
+    def argv(self, workdir: Path, port: int) -> list[str]:
+        db = workdir / "bench.db"
+        return [PY, str(HERE / "aiosmtpd_sqlite.py"), "--port", str(port), "--db", str(db)]
+
+    def stored(self, server: Server) -> int | None:
+        db = sqlite3.connect(server.workdir / "bench.db")
+        try:
+            return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            db.close()
+
+
+def gomail_bin() -> str:
+    exe = BIN / "gomail"
+    return str(exe) if exe.exists() else (shutil.which("gomail") or str(exe))
+
+
+class Gomail(Target):
+    """gomail with a given pipeline file (None: its embedded defaults)."""
+
+    python = True
+    stores = True
+    ready_timeout = 60.0
+    pipeline_yaml: str | None = None
+    _available: str | None | bool = False  # False: not probed yet
+
+    def available(self) -> str | None:
+        if Gomail._available is False:
+            try:
+                res = subprocess.run(
+                    [gomail_bin(), "run", "--help"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    stdin=subprocess.DEVNULL,
+                )
+                ok = res.returncode == 0
+                why = (res.stdout + res.stderr).strip().splitlines()[-1:] or ["no output"]
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                ok, why = False, [str(exc)]
+            Gomail._available = None if ok else f"`gomail run --help` fails: {why[0]}"
+        return Gomail._available
+
+    def gomail(self, data: Path, *args: str, stdin: str | None = None, timeout: float = 60):
+        res = subprocess.run(
+            [gomail_bin(), "--data", str(data), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=data.parent,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(
+                f"gomail {' '.join(args)} exited {res.returncode}: "
+                f"{(res.stderr or res.stdout).strip()[-800:]}"
+            )
+        return res.stdout
+
+    def start(self, workdir: Path) -> Server:
+        data = workdir / "data"
+        self.gomail(data, "domain", "add", DOMAIN)
+        self.gomail(data, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass-1\n")
+        return super().start(workdir)
+
+    def argv(self, workdir: Path, port: int) -> list[str]:
+        argv = [gomail_bin(), "--data", str(workdir / "data")]
+        if self.pipeline_yaml is not None:
+            pipeline = workdir / "pipeline.yaml"
+            pipeline.write_text(self.pipeline_yaml)
+            config = workdir / "config.yaml"
+            config.write_text(f"pipeline: {json.dumps(str(pipeline))}\n")
+            argv += ["--config", str(config)]
+        argv += ["run", "--listen", f"mx=127.0.0.1:{port}"]
+        argv += ["--listen", f"submission=127.0.0.1:{free_port()}"]
+        argv += ["--listen", f"smtps=127.0.0.1:{free_port()}"]
+        return argv
+
+    def stored(self, server: Server) -> int | None:
+        data = server.workdir / "data"
+        try:
+            out = self.gomail(data, "mailbox", "status", RECIPIENT, "--json")
+            return count_from_status(json.loads(out))
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            log(f"  mailbox status failed ({exc}); counting in gomail.db")
+        return count_in_db(data / "gomail.db")
+
+
+def count_from_status(doc) -> int:
+    """Sum the `messages` of every folder in `gomail mailbox status --json` output.
+
+    Accepts a list of folder objects, a {folder: {...}} mapping or {"folders": ...}.
+    """
+    if isinstance(doc, dict) and "folders" in doc:
+        doc = doc["folders"]
+    if isinstance(doc, dict):
+        if "messages" in doc and isinstance(doc["messages"], int):
+            return doc["messages"]
+        doc = list(doc.values())
+    if not isinstance(doc, list):
+        raise ValueError(f"unexpected mailbox status shape: {str(doc)[:200]}")
+    total = 0
+    for folder in doc:
+        if not isinstance(folder, dict) or not isinstance(folder.get("messages"), int):
+            raise ValueError(f"unexpected folder entry: {str(folder)[:200]}")
+        total += folder["messages"]
+    return total
+
+
+def count_in_db(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    except sqlite3.Error as exc:
+        log(f"  counting in {path} failed: {exc}")
+        return None
+    finally:
+        db.close()
+
+
+PIPELINE_NO_PLUGINS = """\
+# gomail with nothing in the inbound pipeline: no recipient check, no delivery.
+listeners:
+  mx: {port: 25, pipeline: inbound}
+  submission: {port: 587, pipeline: submission, auth: required, starttls: required}
+  smtps: {port: 465, pipeline: submission, tls: implicit}
+pipelines:
+  inbound: {}
+  submission:
+    rcpt: [recipients]
+    deliver: [mailbox, queue]
+"""
+
+
+class GomailNoPlugins(Gomail):
+    name = "gomail-noplugins"
+    description = "gomail, `pipelines: {inbound: {}}` (no plugins in the mx pipeline)"
+    pipeline_yaml = PIPELINE_NO_PLUGINS
+
+
+class GomailStock(Gomail):
+    name = "gomail-stock"
+    description = "gomail, embedded default config (inbound: recipients -> mailbox)"
+    pipeline_yaml = None
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (SmtpSink(), BareAiosmtpd(), AiosmtpdSqlite(), GomailNoPlugins(), GomailStock())
+}
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+
+
+@dataclasses.dataclass
+class Result:
+    target: str
+    mode: str
+    run: int
+    ok: bool
+    seconds: float | None = None
+    rate: float | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+    stored: int | None = None
+    error: str = ""
+
+
+REJECT_MARKS = ("sender rejected", "recipient rejected", "data rejected", "end of data rejected")
+
+
+def run_source(port: int, mode: str, args, workdir: Path) -> tuple[int | None, float, str]:
+    """Run smtp-source against port; return (exit status or None on timeout, seconds, stderr)."""
+    argv = [SMTP_SOURCE, "-s", str(args.sessions), "-l", "2048", "-m", str(args.messages)]
+    argv += ["-f", SENDER, "-t", RECIPIENT, *MODES[mode]]
+    if args.allow_reject:
+        argv.append("-A")
+    argv.append(f"127.0.0.1:{port}")
+    errfile = workdir / "smtp-source.err"
+    t0 = time.perf_counter()
+    proc = spawn(argv, errfile)
+    try:
+        status = proc.wait(timeout=args.source_timeout)
+    except subprocess.TimeoutExpired:
+        status = None
+    seconds = time.perf_counter() - t0
+    stop(proc, signal.SIGKILL, grace=1)
+    return status, seconds, errfile.read_text(errors="replace")
+
+
+def one_run(target: Target, mode: str, run: int, args, root: Path, spy=None) -> Result:
+    workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-{mode}-{run}-", dir=root))
+    res = Result(target.name, mode, run, ok=False)
+    server = None
+    try:
+        server = target.start(workdir)
+        profiler = spy(server) if spy else None
+        status, seconds, err = run_source(server.port, mode, args, workdir)
+        if profiler is not None:
+            profiler()
+        res.seconds = seconds
+        rejected = sum(1 for line in err.splitlines() if any(m in line for m in REJECT_MARKS))
+        if status is None:
+            res.error = f"smtp-source still running after {args.source_timeout:.0f}s: killed"
+        elif status != 0:
+            first = next((ln for ln in err.splitlines() if ln.strip()), f"exit status {status}")
+            res.error = f"smtp-source exit {status}: {first.strip()[:200]}"
+        else:
+            res.ok = True
+            res.rejected = rejected
+            res.accepted = args.messages - rejected
+            res.rate = res.accepted / seconds
+        if server.proc.poll() is not None:
+            res.ok = False
+            res.error = (res.error + "; " if res.error else "") + (
+                f"server died (exit {server.proc.returncode}): {tail(server.logfile, 3)}"
+            )
+        code = stop(server.proc)
+        if code not in (0, None, -signal.SIGTERM) and not res.error:
+            log(f"  note: server exited {code} on SIGTERM (log {server.logfile})")
+        if target.stores:
+            res.stored = target.stored(server)
+    except Exception as exc:  # one failed run must not lose the others
+        res.error = res.error or f"{type(exc).__name__}: {exc}"
+    finally:
+        if server is not None:
+            stop(server.proc, signal.SIGKILL, grace=5)
+        if not args.keep and res.ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return res
+
+
+def describe(res: Result) -> str:
+    if not res.ok:
+        return f"FAILED {res.error}"
+    s = f"{res.rate:8.0f} msg/s  {res.seconds:6.2f}s"
+    if res.rejected:
+        s += f"  rejected {res.rejected}"
+    if res.stored is not None:
+        s += f"  stored {res.stored}"
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# Profile
+
+
+def pyspy_argv() -> list[str]:
+    exe = shutil.which("py-spy")
+    if exe:
+        return [exe]
+    uvx = shutil.which("uvx")
+    if uvx:
+        return [uvx, "py-spy"]
+    return [shutil.which("uv") or "uv", "tool", "run", "py-spy"]
+
+
+def make_spy(outdir: Path, rate: int):
+    """A hook for one_run: attach py-spy to the server, return a callable that stops it."""
+    raw = outdir / "profile.raw.txt"
+
+    def attach(server: Server):
+        argv = [*pyspy_argv(), "record", "--pid", str(server.proc.pid), "--format", "raw"]
+        argv += ["--function", "--rate", str(rate), "--output", str(raw)]
+        proc = spawn(argv, outdir / "py-spy.log")
+        time.sleep(1.0)  # let it attach before the load starts
+        if proc.poll() is not None:
+            raise RuntimeError(f"py-spy exited {proc.returncode}: {tail(outdir / 'py-spy.log')}")
+
+        def finish():
+            stop(proc, signal.SIGINT, grace=30)  # SIGINT: py-spy writes its file and exits
+
+        return finish
+
+    return attach
+
+
+def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
+    stacks = []
+    for line in path.read_text(errors="replace").splitlines():
+        frames, _, count = line.rpartition(" ")
+        if frames and count.isdigit():
+            stacks.append((frames.split(";"), int(count)))
+    return stacks
+
+
+def top_functions(stacks, n: int = 25) -> str:
+    total = sum(c for _, c in stacks) or 1
+    self_t: dict[str, int] = defaultdict(int)
+    incl: dict[str, int] = defaultdict(int)
+    for frames, c in stacks:
+        self_t[frames[-1]] += c
+        for f in set(frames):
+            incl[f] += c
+    lines = [f"{'self%':>6} {'total%':>7}  function (file:line)   [{total} samples]"]
+    for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:n]:
+        lines.append(f"{100 * c / total:6.1f} {100 * incl[f] / total:7.1f}  {f}")
+    return "\n".join(lines)
+
+
+def flamegraph_svg(stacks, title: str, width: int = 1600) -> str:
+    """A plain icicle graph (root on top) from collapsed stacks; <title> tooltips per frame."""
+    from html import escape
+    from zlib import crc32
+
+    tree: dict = {"n": 0, "c": {}}
+    for frames, c in stacks:
+        node = tree
+        node["n"] += c
+        for f in frames:
+            node = node["c"].setdefault(f, {"n": 0, "c": {}})
+            node["n"] += c
+    total = tree["n"] or 1
+    row, top = 17, 40
+    rects: list[str] = []
+    depth_max = 0
+
+    def walk(node, x: float, depth: int):
+        nonlocal depth_max
+        for name, child in sorted(node["c"].items()):
+            w = child["n"] / total * (width - 20)
+            if w >= 0.3:
+                depth_max = max(depth_max, depth)
+                y = top + depth * row
+                hue = crc32(name.encode()) % 60
+                label = name if len(name) * 6.5 < w - 6 else name[: max(0, int((w - 6) / 6.5) - 2)]
+                label = label + ".." if label and label != name else label
+                pct = 100 * child["n"] / total
+                rects.append(
+                    f"<g><title>{escape(name)} ({child['n']} samples, {pct:.2f}%)</title>"
+                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
+                    f'fill="hsl({hue},80%,{55 + hue % 15}%)"/>'
+                    + (
+                        f'<text x="{x + 3:.1f}" y="{y + 12}">{escape(label)}</text>'
+                        if label
+                        else ""
+                    )
+                    + "</g>"
+                )
+                walk(child, x, depth + 1)
+            x += w
+
+    walk(tree, 10.0, 0)
+    height = top + (depth_max + 2) * row
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="monospace" font-size="11">'
+        f'<rect width="100%" height="100%" fill="#fff"/>'
+        f'<text x="10" y="22" font-size="15">{escape(title)} ({total} samples)</text>'
+        + "".join(rects)
+        + "</svg>\n"
+    )
+
+
+def profile(target: Target, args, root: Path) -> None:
+    outdir = Path(args.profile_dir).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    log(f"profiling {target.name} (reused connections) with py-spy into {outdir}")
+    res = one_run(target, "reused", 0, args, root, spy=make_spy(outdir, args.profile_rate))
+    log(f"  profiled run: {describe(res)}  (slowed by sampling; not in the table)")
+    raw = outdir / "profile.raw.txt"
+    if not raw.exists():
+        log(f"  no profile written; see {outdir / 'py-spy.log'}")
+        return
+    stacks = read_collapsed(raw)
+    title = f"{target.name}, smtp-source -d -s {args.sessions} -m {args.messages}"
+    svg = outdir / "flamegraph.svg"
+    svg.write_text(flamegraph_svg(stacks, title))
+    summary = top_functions(stacks)
+    (outdir / "top.txt").write_text(summary + "\n")
+    print(f"\nTop 25 functions by self time in {target.name} ({title}):")
+    print(summary)
+    print(f"flamegraph: {svg}\nraw stacks: {raw}")
+
+
+# --------------------------------------------------------------------------------------------
+# Table
+
+
+def fmt_counts(values: list[int | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    lo, hi = min(vals), max(vals)
+    return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+def table(results: list[Result], names: list[str], args) -> str:
+    head = ["target", "mode", "runs", "median msg/s", "min", "max", "accepted", "stored"]
+    rows = [head]
+    notes = []
+    for name in names:
+        for mode in MODES:
+            rs = [r for r in results if r.target == name and r.mode == mode]
+            if not rs:
+                continue
+            good = [r for r in rs if r.ok]
+            rates = [r.rate for r in good]
+            rows.append(
+                [
+                    name,
+                    mode,
+                    f"{len(good)}/{len(rs)}",
+                    f"{statistics.median(rates):.0f}" if rates else "-",
+                    f"{min(rates):.0f}" if rates else "-",
+                    f"{max(rates):.0f}" if rates else "-",
+                    fmt_counts([r.accepted for r in good]),
+                    fmt_counts([r.stored for r in rs]) if TARGETS[name].stores else "n/a",
+                ]
+            )
+            for r in rs:
+                if not r.ok:
+                    notes.append(f"{name} {mode} run {r.run}: {r.error}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    out = []
+    for i, r in enumerate(rows):
+        out.append(
+            "  ".join(
+                c.ljust(w) if j < 2 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    if notes:
+        out.append("")
+        out += [f"! {n}" for n in notes]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--messages", type=int, default=20000, help="messages per run (smtp-source -m)")
+    p.add_argument("--sessions", type=int, default=20, help="parallel sessions (smtp-source -s)")
+    p.add_argument("--runs", type=int, default=3, help="runs per target and mode (0: profile only)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated targets: " + ", ".join(TARGETS) + " (default: all available)",
+    )
+    p.add_argument("--modes", default=",".join(MODES), help="per-connection,reused (default both)")
+    p.add_argument(
+        "--allow-reject", action="store_true", help="pass -A: count refusals instead of stopping"
+    )
+    p.add_argument(
+        "--source-timeout", type=float, default=None, help="seconds (default from --messages)"
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep every run's directory (failed ones always are)"
+    )
+    p.add_argument("--json", dest="json_out", help="also write every run's result to this file")
+    p.add_argument("--profile", action="store_true", help="one extra reused run under py-spy")
+    p.add_argument("--profile-target", default="gomail-stock", help="which target --profile wraps")
+    p.add_argument(
+        "--profile-dir", default="/tmp/gomail-bench-profile", help="where the SVG and summary go"
+    )
+    p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    args = p.parse_args()
+    if args.messages <= 0 or args.sessions <= 0 or args.runs < 0:
+        p.error("--messages and --sessions must be positive, --runs not negative")
+    if args.source_timeout is None:
+        args.source_timeout = max(120.0, args.messages / 40)  # fails below 40 msg/s
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if not os.access(SMTP_SOURCE, os.X_OK):
+        log(f"{SMTP_SOURCE} is missing: install Debian's postfix (see contrib/bench/README.md)")
+        return 2
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(TARGETS)
+    unknown = [n for n in wanted if n not in TARGETS]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if unknown or any(m not in MODES for m in modes):
+        log(f"unknown target or mode: {unknown or modes}; targets: {', '.join(TARGETS)}")
+        return 2
+    names = []
+    for n in wanted:
+        why = TARGETS[n].available()
+        if why:
+            log(f"skipping {n}: {why}")
+        else:
+            names.append(n)
+    if not names:
+        log("no target available")
+        return 1
+
+    root = Path(tempfile.mkdtemp(prefix="gomail-bench-"))
+    results: list[Result] = []
+    log(f"work dir {root}; smtp-source -s {args.sessions} -l 2048 -m {args.messages}")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+    try:
+        for run in range(1, args.runs + 1):
+            for name in names:
+                for mode in modes:
+                    res = one_run(TARGETS[name], mode, run, args, root)
+                    results.append(res)
+                    log(f"run {run} {name:17} {mode:14} {describe(res)}")
+        if args.profile:
+            target = TARGETS.get(args.profile_target)
+            if target is None or not target.python or target.available():
+                log(f"cannot profile {args.profile_target}: not an available Python target")
+            else:
+                profile(target, args, root)
+    except KeyboardInterrupt:
+        log("interrupted")
+    finally:
+        kill_all()
+        if not args.keep and not any(not r.ok for r in results):
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            log(f"run directories kept under {root}")
+
+    if results:
+        print()
+        print(
+            f"smtp-source -s {args.sessions} -l 2048 -m {args.messages} -f {SENDER} -t {RECIPIENT}"
+            f" [-d]{' -A' if args.allow_reject else ''}; {args.runs} run(s); {os.cpu_count()} CPUs"
+        )
+        print(table(results, names, args))
+    if args.json_out:
+        Path(args.json_out).write_text(
+            json.dumps([dataclasses.asdict(r) for r in results], indent=1)
+        )
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        kill_all()
