@@ -54,4 +54,5 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiosmtpd logs every command at INFO and every error with a traceback; ours says enough.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # It also warns about its own deprecated login_data on every AUTH.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)

@@ -35,9 +35,11 @@ class RateLimit:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return ip
-        if addr.version == 6 and not addr.ipv4_mapped:
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr.ipv4_mapped:
+                return str(addr.ipv4_mapped)
             return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-        return str(addr.ipv4_mapped or addr)
+        return str(addr)
 
     @hookimpl
     def gomail_connect(self, session, options):

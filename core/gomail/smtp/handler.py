@@ -400,7 +400,7 @@ class Handler:
             "sender": txn.sender,
             "recipients": [r.address for r in txn.recipients],
             "rejected": [a for a, _ in txn.state.get("rejections", [])],
-            "verdict": outcome if v is None else v.action.value,
+            "verdict": outcome if v is None or v.action is Action.CONTINUE else v.action.value,
             "reply": v.smtp_reply() if v is not None and v.is_failure else None,
             "plugin": v.plugin if v is not None else None,
             "size": size,
