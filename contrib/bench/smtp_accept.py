@@ -102,8 +102,8 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float, logfile: Path)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"server exited with {proc.returncode} before listening; log {logfile}:\n"
-                + tail(logfile)
+                f"server exited with {proc.returncode} before listening; log {logfile}: "
+                + " | ".join(tail(logfile, 3).splitlines())
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
@@ -138,6 +138,7 @@ class Server:
     port: int
     workdir: Path
     logfile: Path
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class Target:
@@ -248,17 +249,26 @@ class Gomail(Target):
             cwd=data.parent,
         )
         if res.returncode != 0:
-            raise RuntimeError(
-                f"gomail {' '.join(args)} exited {res.returncode}: "
-                f"{(res.stderr or res.stdout).strip()[-800:]}"
-            )
+            last = ((res.stderr or res.stdout).strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"gomail {' '.join(args)} exited {res.returncode}: {last[:300]}")
         return res.stdout
 
     def start(self, workdir: Path) -> Server:
         data = workdir / "data"
-        self.gomail(data, "domain", "add", DOMAIN)
-        self.gomail(data, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass-1\n")
-        return super().start(workdir)
+        notes = []
+        for args, stdin in (
+            (("domain", "add", DOMAIN), None),
+            (("user", "add", RECIPIENT, "--password-stdin"), "bench-pass-1\n"),
+        ):
+            try:
+                self.gomail(data, *args, stdin=stdin)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                # Go on: the run then shows what gomail answers without the user.
+                notes.append(f"setup failed: {exc}"[:300])
+                log(f"  {notes[-1]}")
+        server = super().start(workdir)
+        server.notes += notes
+        return server
 
     def argv(self, workdir: Path, port: int) -> list[str]:
         argv = [gomail_bin(), "--data", str(workdir / "data")]
@@ -421,6 +431,8 @@ def one_run(target: Target, mode: str, run: int, args, root: Path, spy=None) -> 
             log(f"  note: server exited {code} on SIGTERM (log {server.logfile})")
         if target.stores:
             res.stored = target.stored(server)
+        if server.notes:
+            res.error = "; ".join([*server.notes, res.error] if res.error else server.notes)
     except Exception as exc:  # one failed run must not lose the others
         res.error = res.error or f"{type(exc).__name__}: {exc}"
     finally:
@@ -439,6 +451,8 @@ def describe(res: Result) -> str:
         s += f"  rejected {res.rejected}"
     if res.stored is not None:
         s += f"  stored {res.stored}"
+    if res.error:
+        s += f"  ({res.error})"
     return s
 
 
@@ -610,7 +624,7 @@ def table(results: list[Result], names: list[str], args) -> str:
                 ]
             )
             for r in rs:
-                if not r.ok:
+                if r.error:
                     notes.append(f"{name} {mode} run {r.run}: {r.error}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
