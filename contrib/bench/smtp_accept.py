@@ -327,35 +327,79 @@ def count_in_db(path: Path) -> int | None:
         db.close()
 
 
-PIPELINE_NO_PLUGINS = """\
-# gomail with nothing in the inbound pipeline: no recipient check, no delivery.
-listeners:
-  mx: {port: 25, pipeline: inbound}
-  submission: {port: 587, pipeline: submission, auth: required, starttls: required}
-  smtps: {port: 465, pipeline: submission, tls: implicit}
-pipelines:
-  inbound: {}
-  submission:
-    rcpt: [recipients]
-    deliver: [mailbox, queue]
-"""
+def stock_pipeline_text() -> str:
+    """The pipeline file gomail uses when none is named (the installed package's copy)."""
+    from importlib.resources import files
+
+    return files("gomail").joinpath("pipelines/default.yaml").read_text()
+
+
+def stock_without_loopback_limit() -> str:
+    """The stock pipelines with every `ratelimit` use told to exempt loopback clients.
+
+    The stock inbound pipeline limits new connections per client address (a burst, then a few
+    per second); smtp-source connects from 127.0.0.1 only, so a connection per message would
+    measure the limiter.  Everything else stays as shipped.
+    """
+    import yaml
+
+    doc = yaml.safe_load(stock_pipeline_text())
+    for stages in (doc.get("pipelines") or {}).values():
+        for stage, uses in (stages or {}).items():
+            for i, use in enumerate(uses or []):
+                if use == "ratelimit":
+                    uses[i] = {"ratelimit": {"exempt_loopback": True}}
+                elif isinstance(use, dict) and "ratelimit" in use:
+                    use["ratelimit"] = {**(use["ratelimit"] or {}), "exempt_loopback": True}
+            stages[stage] = uses
+    head = "# gomail's stock pipelines, ratelimit exempting loopback (written by smtp_accept.py)\n"
+    return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def no_plugins_pipeline() -> str:
+    """The stock listeners and submission pipeline, with an empty inbound pipeline."""
+    import yaml
+
+    doc = yaml.safe_load(stock_pipeline_text())
+    doc["pipelines"]["inbound"] = {}
+    head = "# gomail with nothing in the inbound (mx) pipeline (written by smtp_accept.py)\n"
+    return head + yaml.safe_dump(doc, sort_keys=False)
 
 
 class GomailNoPlugins(Gomail):
     name = "gomail-noplugins"
     description = "gomail, `pipelines: {inbound: {}}` (no plugins in the mx pipeline)"
-    pipeline_yaml = PIPELINE_NO_PLUGINS
+
+    @property
+    def pipeline_yaml(self) -> str:
+        return no_plugins_pipeline()
 
 
 class GomailStock(Gomail):
     name = "gomail-stock"
-    description = "gomail, embedded default config (inbound: recipients -> mailbox)"
+    description = "gomail on its embedded defaults (inbound: ratelimit, recipients, mailbox)"
     pipeline_yaml = None
+
+
+class GomailStockLoopback(Gomail):
+    name = "gomail-stock-lo"
+    description = "gomail-stock with ratelimit's exempt_loopback: true"
+
+    @property
+    def pipeline_yaml(self) -> str:
+        return stock_without_loopback_limit()
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
-    for t in (SmtpSink(), BareAiosmtpd(), AiosmtpdSqlite(), GomailNoPlugins(), GomailStock())
+    for t in (
+        SmtpSink(),
+        BareAiosmtpd(),
+        AiosmtpdSqlite(),
+        GomailNoPlugins(),
+        GomailStock(),
+        GomailStockLoopback(),
+    )
 }
 
 
