@@ -58,6 +58,7 @@ class QueueEntry:
     attempts: int
     state: str  # "queued", later "deferred", "bounced"
     last_error: str | None
+    queue_id: str = ""  # the SMTP transaction's id (Delivery.queue_id); id is the entry's own
 
 
 @dataclass(frozen=True, slots=True)
