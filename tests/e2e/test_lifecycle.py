@@ -126,7 +126,12 @@ def test_kill9_under_load_loses_nothing_and_duplicates_nothing(gomail):
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
     for t in threads:
         t.start()
-    time.sleep(LOAD_SECONDS)
+    # kill while the load is still running: after LOAD_SECONDS, or earlier if the message
+    # budget is nearly spent
+    deadline = time.monotonic() + LOAD_SECONDS
+    while time.monotonic() < deadline and sent[0] < MAX_MESSAGES * 3 // 4:
+        time.sleep(0.05)
+    in_flight_at_kill = sent[0] - len(accepted)
     g.kill9()
     stop.set()
     for t in threads:
@@ -135,6 +140,7 @@ def test_kill9_under_load_loses_nothing_and_duplicates_nothing(gomail):
     assert len(accepted) >= 20, f"too little got through before the kill: {len(accepted)}"
     assert not [e for e in errors if not e.startswith("DATA 4")], errors[:10]
 
+    print(f"sent {sent[0]}, accepted {len(accepted)}, in flight at kill ~{in_flight_at_kill}")
     g.start()
     found = {u: Counter(g.message_ids(u)) for u in USERS}
     missing = [m for m, u in accepted.items() if found[u][m] == 0]

@@ -160,7 +160,6 @@ def test_trailing_dot_is_local_or_refused_never_relayed(shared_gomail):
         "<@example.org,@mx.example.org:user@other.example>",
         "other.example!user@example.org",
         "user@example.org.other.example",
-        "user@other.example.",
         "USER@OTHER.EXAMPLE",
     ],
 )
@@ -172,6 +171,18 @@ def test_relay_refused(shared_gomail, rcpt):
     g.assert_reply(r["rcpt"][0], 554, "5.7.1")
     assert r["data"] is None
     assert len(g.queue()) == queued_before
+
+
+def test_trailing_dot_on_another_domain_refused(shared_gomail):
+    """Refused as relaying or as bad syntax: either way, never accepted."""
+    g = shared_gomail
+    r = g.transact(SENDER, ["user@other.example."])
+    code, text = r["rcpt"][0]
+    if code == 554:
+        g.assert_reply(r["rcpt"][0], 554, "5.7.1")
+    else:
+        assert code in (501, 553), r["rcpt"][0]
+        assert text.startswith("5.1."), r["rcpt"][0]
 
 
 def test_relay_refused_even_from_a_local_sender(shared_gomail):

@@ -339,7 +339,7 @@ def test_auth_login_by_steps(shared_gomail):
     with g.raw("smtps") as c:
         c.cmd("EHLO client.test")
         code, text = c.cmd("AUTH LOGIN")
-        assert code == 334 and base64.b64decode(text).lower().startswith(b"username"), text
+        assert code == 334 and base64.b64decode(text).lower().startswith(b"user"), text
         code, text = c.cmd(base64.b64encode(b"alice@example.org").decode())
         assert code == 334 and base64.b64decode(text).lower().startswith(b"password"), text
         g.assert_reply(c.cmd(base64.b64encode(g.PASSWORD.encode()).decode()), 235, "2.7.0")
