@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import smtplib
 import socket
@@ -156,3 +158,69 @@ def test_kill9_under_load_loses_nothing_and_duplicates_nothing(gomail):
     msgid, data = g.make_message(SENDER, "alice@example.org", msgid=f"{uuid.uuid4().hex}@after")
     g.assert_reply(g.transact(SENDER, ["alice@example.org"], data)["data"], 250, "2.0.0")
     g.stop()
+
+
+def test_json_log_has_one_line_per_transaction(gomail_factory):
+    g = gomail_factory()
+    g.start({"log_format": "json"})
+    msgid, data = g.make_message("json@sender.example", "alice@example.org")
+    r = g.transact("json@sender.example", ["alice@example.org", "nobody@example.org"], data)
+    g.assert_reply(r["data"], 250, "2.0.0")
+    g.stop()
+    records = []
+    for line in g.log.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))  # every log line is JSON
+        else:
+            assert line.startswith("=== gomail run") or not line.strip(), line
+    tx = [
+        rec
+        for rec in records
+        if rec.get("sender") == "json@sender.example" and "alice@example.org" in str(rec)
+    ]
+    assert len(tx) == 1, tx or records
+    rec = tx[0]
+    assert rec.get("queue_id") and rec.get("peer") == "127.0.0.1", rec
+    assert rec.get("recipients") == ["alice@example.org"], rec
+    assert rec.get("size", 0) >= len(data), rec
+    assert any(k.startswith("duration") for k in rec), rec
+    assert rec.get("verdict"), rec
+
+
+def test_backup_while_receiving_is_a_working_copy(gomail_factory, tmp_path):
+    g = gomail_factory("live").start()
+    first = []
+    for _ in range(20):
+        msgid, data = g.make_message(SENDER, "bob@example.org")
+        g.assert_reply(g.transact(SENDER, ["bob@example.org"], data)["data"], 250, "2.0.0")
+        first.append(msgid)
+    stop = threading.Event()
+
+    def keep_sending():
+        while not stop.is_set():
+            _, data = g.make_message(SENDER, "bob@example.org")
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                g.send(SENDER, ["bob@example.org"], data)
+
+    t = threading.Thread(target=keep_sending, daemon=True)
+    t.start()
+    try:
+        dest = tmp_path / "copy" / "data"
+        g.cli("backup", str(dest))
+    finally:
+        stop.set()
+        t.join(20)
+    g.stop()
+    # a server started on the copy has the accounts and the mail
+    copy = gomail_factory("copy")  # its data directory exists: the template is not copied
+    try:
+        copy.start()
+        ids = copy.message_ids("bob@example.org")
+        assert all(ids.count(m) == 1 for m in first), "messages before the backup are missing"
+        assert len(ids) == len(set(ids))
+        with copy.smtp("smtps") as s:
+            s.ehlo("client.test")
+            g.assert_reply(s.login("bob@example.org", g.PASSWORD), 235, "2.7.0")
+        copy.stop()
+    finally:
+        copy.kill9()
