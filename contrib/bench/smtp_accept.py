@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -418,7 +419,37 @@ class Result:
     accepted: int | None = None
     rejected: int | None = None
     stored: int | None = None
+    load: float | None = None  # 1-minute load average when the run started
+    # CPU seconds used during smtp-source's run: by the server, by smtp-source, by the rest.
+    cpu_server: float | None = None
+    cpu_source: float | None = None
+    cpu_other: float | None = None
     error: str = ""
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time all CPUs have spent busy since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK  # all but idle and iowait (guest is in user)
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time (user + system) of one live process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def children_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 REJECT_MARKS = ("sender rejected", "recipient rejected", "data rejected", "end of data rejected")
@@ -443,14 +474,34 @@ def run_source(port: int, mode: str, args, workdir: Path) -> tuple[int | None, f
     return status, seconds, errfile.read_text(errors="replace")
 
 
+def settle(limit: float, threshold: float = 0.3) -> None:
+    """Wait up to `limit` s for the machine to be quiet (under `threshold` cores busy for 1 s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = busy_seconds()
+        time.sleep(1.0)
+        busy = busy_seconds() - before
+        if busy < threshold:
+            return
+        if time.monotonic() >= deadline:
+            log(f"  machine still busy ({busy:.2f} cores) after {limit:.0f}s: running anyway")
+            return
+
+
 def one_run(target: Target, mode: str, run: int, args, root: Path, spy=None) -> Result:
+    if args.settle > 0:
+        settle(args.settle)
     workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-{mode}-{run}-", dir=root))
-    res = Result(target.name, mode, run, ok=False)
+    res = Result(target.name, mode, run, ok=False, load=os.getloadavg()[0])
     server = None
     try:
         server = target.start(workdir)
         profiler = spy(server) if spy else None
+        cpu0 = (busy_seconds(), process_seconds(server.proc.pid), children_seconds())
         status, seconds, err = run_source(server.port, mode, args, workdir)
+        res.cpu_server = process_seconds(server.proc.pid) - cpu0[1]
+        res.cpu_source = children_seconds() - cpu0[2]
+        res.cpu_other = busy_seconds() - cpu0[0] - res.cpu_server - res.cpu_source
         if profiler is not None:
             profiler()
         res.seconds = seconds
@@ -491,6 +542,10 @@ def describe(res: Result) -> str:
     if not res.ok:
         return f"FAILED {res.error}"
     s = f"{res.rate:8.0f} msg/s  {res.seconds:6.2f}s"
+    if res.seconds and res.cpu_server is not None:
+        s += "  cpu% server {:.0f} source {:.0f} other {:.0f}".format(
+            *(100 * c / res.seconds for c in (res.cpu_server, res.cpu_source, res.cpu_other))
+        )
     if res.rejected:
         s += f"  rejected {res.rejected}"
     if res.stored is not None:
@@ -644,8 +699,15 @@ def fmt_counts(values: list[int | None]) -> str:
     return str(lo) if lo == hi else f"{lo}..{hi}"
 
 
+def cpu_share(pairs: list[tuple[float | None, float | None]]) -> str:
+    """Median CPU share (100 = one core) over runs."""
+    vals = [100 * c / t for c, t in pairs if c is not None and t and c == c]
+    return f"{statistics.median(vals):.0f}" if vals else "-"
+
+
 def table(results: list[Result], names: list[str], args) -> str:
     head = ["target", "mode", "runs", "median msg/s", "min", "max", "accepted", "stored"]
+    head += ["server cpu%", "other cpu%"]
     rows = [head]
     notes = []
     for name in names:
@@ -665,6 +727,8 @@ def table(results: list[Result], names: list[str], args) -> str:
                     f"{max(rates):.0f}" if rates else "-",
                     fmt_counts([r.accepted for r in good]),
                     fmt_counts([r.stored for r in rs]) if TARGETS[name].stores else "n/a",
+                    cpu_share([(r.cpu_server, r.seconds) for r in good]),
+                    cpu_share([(r.cpu_other, r.seconds) for r in good]),
                 ]
             )
             for r in rs:
@@ -711,6 +775,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--keep", action="store_true", help="keep every run's directory (failed ones always are)"
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="before each run wait up to this many s for other load to stop (0: never)",
     )
     p.add_argument("--json", dest="json_out", help="also write every run's result to this file")
     p.add_argument("--profile", action="store_true", help="one extra reused run under py-spy")
