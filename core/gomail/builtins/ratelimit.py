@@ -26,7 +26,7 @@ class RateLimit:
         return {
             "rate": Option(float, 600.0, "connections per minute per client address"),
             "burst": Option(int, 200, "connections allowed at once before the rate applies"),
-            "exempt_loopback": Option(bool, False, "never limit 127.0.0.0/8 and ::1"),
+            "exempt_loopback": Option(bool, True, "never limit 127.0.0.0/8 and ::1"),
         }
 
     @staticmethod
