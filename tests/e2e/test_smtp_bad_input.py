@@ -240,3 +240,9 @@ def test_bdat_if_chunking_offered(shared_gomail):
         g.assert_reply(c.reply(), 250, "2.0.0")
     stored = [m for m in g.messages("bob@example.org") if msgid.encode() in m]
     assert len(stored) == 1 and stored[0].endswith(data)
+
+
+def test_zz_no_traceback_in_the_log(shared_gomail):
+    """Runs last in this module (pytest keeps file order): all the bad input above was
+    answered without a traceback in the server's log."""
+    assert "Traceback" not in shared_gomail.log, shared_gomail.log[-6000:]

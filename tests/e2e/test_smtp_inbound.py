@@ -284,3 +284,31 @@ def test_message_to_three_users_stored_once(shared_gomail):
     if has_blobs:
         after = g.sql("SELECT count(*) FROM blobs")[0][0]
         assert after - before == 1, f"{after - before} blobs for one message to three users"
+
+
+def blob_files(data_dir):
+    skip = {"tls"}
+    return sorted(
+        p
+        for p in data_dir.rglob("*")
+        if p.is_file()
+        and not p.name.startswith("gomail.db")
+        and p.relative_to(data_dir).parts[0] not in skip
+    )
+
+
+def test_large_message_to_three_users_is_one_file(gomail_factory):
+    g = gomail_factory()
+    g.start({"blob_inline_max": 4096})
+    users = ["alice@example.org", "bob@example.org", "carol@example.org"]
+    before = blob_files(g.data)
+    msgid, data = g.make_message(SENDER, ", ".join(users), body=("f" * 76 + "\r\n") * 1000)
+    r = g.transact(SENDER, users, data)
+    g.assert_reply(r["data"], 250, "2.0.0")
+    new = [p for p in blob_files(g.data) if p not in before]
+    assert len(new) == 1, new
+    assert new[0].stat().st_size >= len(data)
+    for u in users:
+        stored = [m for m in g.messages(u) if msgid.encode() in m]
+        assert len(stored) == 1 and stored[0].endswith(data), u
+    g.stop()
