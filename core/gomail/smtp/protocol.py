@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, syntax
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gomail.smtp")
 
 BDAT_MAX_CHUNK = 64 * 1024 * 1024
+# The common path "<local@domain> PARAMS" with a plain dot-atom local part; anything else
+# (quotes, routes, comments) goes through aiosmtpd's full RFC 5322 parser.
+_SIMPLE_PATH = re.compile(r"\s*<([^\s<>\"@(),:;\\\[\]]+@[^\s<>\"@(),:;\\]+)>(.*)\Z", re.S)
 
 
 class GomailSMTP(SMTP):
@@ -94,6 +98,14 @@ class GomailSMTP(SMTP):
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session %s: unexpected error", self.ctx.id if self.ctx else "?")
         return "451 4.3.0 Local error in processing"
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd builds a typing.Protocol class on every call and runs the email package's
+        # header parser: a tenth of the accept path's time for MAIL and RCPT.
+        m = _SIMPLE_PATH.match(arg)
+        if m is not None:
+            return m.group(1), m.group(2)
+        return super()._getaddr(arg)
 
     # --- EHLO and AUTH -----------------------------------------------------------------
 
