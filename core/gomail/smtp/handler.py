@@ -168,10 +168,12 @@ class Handler:
                 await server.push("421 4.7.0 Too many failed authentications, goodbye")
                 server.transport.close()
                 return AuthResult(success=False, handled=True)
-            return AuthResult(success=False, message="535 5.7.8 Authentication credentials invalid")
+            return AuthResult(
+                success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+            )
         v = await self._stage("auth", server, username=username, mechanism=mechanism)
         if v.is_failure:
-            return AuthResult(success=False, message=_reply(v))
+            return AuthResult(success=False, handled=False, message=_reply(v))
         ctx.user = username
         self.app.emit(
             events.LOGIN_SUCCEEDED,

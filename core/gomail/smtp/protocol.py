@@ -105,6 +105,8 @@ class GomailSMTP(SMTP):
         m = _SIMPLE_PATH.match(arg)
         if m is not None:
             return m.group(1), m.group(2)
+        if arg.lstrip().startswith("<") and ">" not in arg:
+            return None, None  # the email parser forgives a missing ">"; SMTP does not
         return super()._getaddr(arg)
 
     # --- EHLO and AUTH -----------------------------------------------------------------
