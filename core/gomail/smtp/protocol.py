@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,12 @@ BDAT_MAX_CHUNK = 64 * 1024 * 1024
 _SIMPLE_PATH = re.compile(r"\s*<([^\s<>\"@(),:;\\\[\]]+@[^\s<>\"@(),:;\\]+)>(.*)\Z", re.S)
 
 
+@functools.lru_cache(maxsize=8)
+def _line_limit_pattern(limit: int) -> re.Pattern[bytes]:
+    # A line's length counts its CRLF, as aiosmtpd's line_length_limit does.
+    return re.compile(rb"[^\n]{%d}" % limit)
+
+
 class GomailSMTP(SMTP):
     """One SMTP connection."""
 
@@ -48,6 +55,7 @@ class GomailSMTP(SMTP):
         self._bdat: bytearray | None = None
         self._bdat_failed: str | None = None
         self.busy = False
+        self._line_too_long = _line_limit_pattern(line_length_limit)
         super().__init__(handler, **kwargs)
         self.handler = handler
 
@@ -174,15 +182,77 @@ class GomailSMTP(SMTP):
 
     # --- DATA and BDAT -----------------------------------------------------------------
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
         if self._bdat is not None:
             await self.push("503 5.5.1 DATA not allowed after BDAT")
             return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         self.busy = True
         try:
-            await super().smtp_DATA(arg)
+            content = await self._read_data()
+            if isinstance(content, str):  # the message was refused while reading it
+                self._set_post_data_state()
+                await self.push(content)
+                return
+            self.envelope.original_content = content
+            self.envelope.content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
         finally:
             self.busy = False
+
+    async def _read_data(self) -> bytes | str:
+        """Read DATA up to CRLF.CRLF and undo dot-stuffing; a reply string when refused.
+
+        aiosmtpd reads DATA one line at a time in Python (about 14 MiB/s here). We let the
+        StreamReader look for ".\r\n" in C and check only the two bytes before each hit,
+        which ends the message only after a real CRLF (a bare LF never ends it: no SMTP
+        smuggling). A message over the size limit is read to its end and dropped.
+        """
+        reader = self._reader
+        size_limit = self.data_size_limit or (1 << 31)
+        saved_limit = reader._limit
+        reader._limit = size_limit + 65536
+        data = bytearray()
+        too_big = False
+        before = b"\r\n"  # as if a CRLF came first: a lone "." line is an empty message
+        try:
+            while True:
+                try:
+                    piece = await reader.readuntil(b".\r\n")
+                except asyncio.LimitOverrunError as exc:
+                    piece = await reader.read(exc.consumed)
+                    too_big, data = True, bytearray()
+                    before = (before + piece)[-2:]
+                    continue
+                ends = (before + piece[:-3])[-2:] == b"\r\n"
+                if not too_big:
+                    data += piece
+                    if len(data) > size_limit:
+                        too_big, data = True, bytearray()
+                if ends:
+                    break
+                before = b"\r\n"
+        finally:
+            reader._limit = saved_limit
+        if too_big:
+            return "552 5.3.4 Error: message size exceeds fixed maximum message size"
+        del data[-3:]  # the terminating ".\r\n"; the CRLF before it ends the last line
+        if self._line_too_long.search(data):
+            return "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
+        if data[:1] == b".":
+            del data[:1]
+        return bytes(data).replace(b"\r\n.", b"\r\n")
 
     @syntax("BDAT <size> [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:
