@@ -47,6 +47,12 @@ class Handler:
         self.listener = listener
         self.pipeline = pipeline
         self.connections: set[GomailSMTP] = set()
+        # aiosmtpd's table of handler hooks, built once for every connection to share.
+        self.hooks = {
+            attr.removeprefix("handle_"): getattr(self, attr)
+            for attr in dir(self)
+            if attr.startswith("handle_")
+        }
 
     # --- connection lifecycle (called by the protocol) ---------------------------------
 
