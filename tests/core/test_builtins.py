@@ -65,3 +65,10 @@ async def test_quarantine_goes_to_junk_and_is_never_relayed():
     await queue.gomail_deliver(t)
     assert {d.folder for d in t.plan.local} == {"Junk"}
     assert t.plan.outbound == []
+
+
+async def test_sink_accepts_and_discards():
+    from gomail.builtins import sink
+
+    assert (await sink.gomail_rcpt()).action is Action.ACCEPT
+    assert (await sink.gomail_data()).action is Action.DISCARD
