@@ -412,7 +412,7 @@ async def test_relay_refused_without_authentication(app, address) -> None:
 @pytest.mark.parametrize(
     ("address", "forward"),
     [
-        ("Someone@Remote.Example", "someone@remote.example"),
+        ("Someone@Remote.Example", "Someone@remote.example"),  # local part case kept
         ("someone@remote.example.", "someone@remote.example"),
         ("someone@faß.de", "someone@xn--fa-hia.de"),
         ('"some one"@remote.example', '"some one"@remote.example'),

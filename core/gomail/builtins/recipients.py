@@ -72,7 +72,8 @@ async def gomail_rcpt(
     if not ours:
         if session.authenticated:
             recipient.route = "relay"
-            recipient.forward = [parsed.address]
+            # Another host's local parts may be case-sensitive (RFC 5321 2.4): keep the case.
+            recipient.forward = [f"{format_local(parsed.local)}@{parsed.domain}"]
             return None
         return RELAY_DENIED
     if parsed.trick:
