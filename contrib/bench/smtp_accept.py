@@ -575,7 +575,7 @@ def make_spy(outdir: Path, rate: int):
 
     def attach(server: Server):
         argv = [*pyspy_argv(), "record", "--pid", str(server.proc.pid), "--format", "raw"]
-        argv += ["--function", "--rate", str(rate), "--output", str(raw)]
+        argv += ["--function", "--threads", "--rate", str(rate), "--output", str(raw)]
         proc = spawn(argv, outdir / "py-spy.log")
         time.sleep(1.0)  # let it attach before the load starts
         if proc.poll() is not None:
@@ -599,14 +599,23 @@ def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
 
 
 def top_functions(stacks, n: int = 25) -> str:
+    """Per-thread shares, then the n functions with most self time (py-spy --threads stacks)."""
     total = sum(c for _, c in stacks) or 1
     self_t: dict[str, int] = defaultdict(int)
     incl: dict[str, int] = defaultdict(int)
+    threads: dict[str, int] = defaultdict(int)
     for frames, c in stacks:
+        if frames[0].startswith("thread ("):
+            # "thread (TID): NAME": TIDs differ between runs, names say which thread it is
+            threads[frames[0].partition(": ")[2] or frames[0]] += c
+            frames = frames[1:] or frames
         self_t[frames[-1]] += c
         for f in set(frames):
             incl[f] += c
-    lines = [f"{'self%':>6} {'total%':>7}  function (file:line)   [{total} samples]"]
+    lines = [f"busy samples: {total} (100% = all busy time of the server process)"]
+    for name, c in sorted(threads.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  thread {name}: {100 * c / total:.1f}%")
+    lines.append(f"{'self%':>6} {'total%':>7}  function (file:line)")
     for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:n]:
         lines.append(f"{100 * c / total:6.1f} {100 * incl[f] / total:7.1f}  {f}")
     return "\n".join(lines)
