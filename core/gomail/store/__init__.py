@@ -11,16 +11,61 @@ Addresses and domains given to the store are already normalised by the caller
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from gomail.context import LocalDelivery
 
 SPECIAL_FOLDERS = ("INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive")
+HIERARCHY_DELIMITER = "/"  # between the levels of folder names ("Archive/2024")
+SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
 class StoreError(Exception):
     """A request the store refuses (duplicate, unknown name, …); its text is for the user."""
+
+
+class NoSuchFolder(StoreError):
+    """The folder does not exist (IMAP: ``NO [NONEXISTENT]``, or ``[TRYCREATE]`` for a target)."""
+
+
+class FolderExists(StoreError):
+    """A folder of that name exists already (IMAP: ``NO [ALREADYEXISTS]``)."""
+
+
+class NoSuchMessage(StoreError):
+    """No message with that UID in the folder (expunged meanwhile, or never there)."""
+
+
+class QuotaExceeded(StoreError):
+    """Storing this would take the account over its quota (IMAP: ``NO [OVERQUOTA]``)."""
+
+
+def canonical_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """Flags in the store's canonical form: system flags in their usual spelling and fixed
+    order first, then keywords sorted case-insensitively; duplicates (keywords compare
+    case-insensitively) and ``\\Recent`` (not storable) dropped. StoreError for an empty flag
+    or one with spaces, parentheses or control characters."""
+    system: set[str] = set()
+    keywords: dict[str, str] = {}
+    for flag in flags:
+        if not flag or any(c in flag for c in ' ()"{') or not flag.isprintable():
+            raise StoreError(f"not a valid flag: {flag!r}")
+        folded = flag.lower()
+        if folded == "\\recent":
+            continue
+        canon = _SYSTEM_BY_FOLDED.get(folded)
+        if canon is not None:
+            system.add(canon)
+        else:
+            keywords.setdefault(folded, flag)
+    ordered = tuple(f for f in SYSTEM_FLAGS if f in system)
+    return ordered + tuple(keywords[k] for k in sorted(keywords))
+
+
+_SYSTEM_BY_FOLDED = {f.lower(): f for f in SYSTEM_FLAGS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +107,185 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What IMAP needs of a message without reading its body, computed once by the caller
+    (``gomail.imap.structure``; the store does not parse mail) and stored with the body.
+
+    It belongs to the content: every copy of the same body (many recipients, COPY, MOVE)
+    shares one record. A message stored without it has no FTS entry and no header fields:
+    SEARCH on text or headers does not find it and SORT sees empty keys, until the caller
+    supplies them with :meth:`Store.set_meta` (see :meth:`Store.missing_meta`).
+    """
+
+    envelope: str | None = None  # the FETCH ENVELOPE value, in IMAP syntax
+    bodystructure: str | None = None  # FETCH BODYSTRUCTURE (extended)
+    body: str | None = None  # FETCH BODY (not extended)
+    part_map: str | None = None  # JSON of structure.part_map: sections to byte ranges
+    header_text: str = ""  # all header fields, decoded, unfolded, one "Name: value" a line
+    text: str = ""  # the decoded text of the body's text parts (SEARCH BODY)
+    subject: str = ""  # Subject, decoded (SEARCH SUBJECT)
+    from_: str = ""  # From, decoded (SEARCH FROM); likewise to, cc, bcc
+    to: str = ""
+    cc: str = ""
+    bcc: str = ""
+    sort_subject: str = ""  # RFC 5256 base subject (SORT SUBJECT, THREAD)
+    sort_from: str = ""  # addr-mailbox of the first From address (SORT FROM); to, cc alike
+    sort_to: str = ""
+    sort_cc: str = ""
+    date: float | None = None  # the Date header as Unix time (SORT DATE, SENT*), None if bad
+    message_id: str = ""  # "<id@host>" (THREAD REFERENCES)
+    in_reply_to: str = ""
+    references: str = ""  # the References msg-ids, space separated
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
-    """One accepted message to make durable: its final bytes and where it goes."""
+    """One accepted message to make durable: its final bytes and where it goes.
+
+    ``meta``, when given, is stored for every local copy (FTS, envelope, header fields)."""
 
     queue_id: str
     sender: str
     raw: bytes
     local: tuple[LocalDelivery, ...] = ()
     outbound: tuple[str, ...] = ()
+    meta: MessageMeta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    """One folder of an account, as LIST / STATUS show it."""
+
+    name: str
+    special_use: str | None  # "\\Sent", ... (RFC 6154) or None
+    subscribed: bool
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int
+    unseen: int
+    recent: int  # messages no session has claimed as \Recent yet
+    bytes: int
+
+
+# (uid, flags, modseq) of one message
+FlagRow = tuple[int, tuple[str, ...], int]
+
+
+@dataclass(frozen=True, slots=True)
+class FolderSnapshot:
+    """A folder as SELECT sees it: its counters and every message's (uid, flags, modseq),
+    by UID (the index is the message sequence number minus one). Equal flag tuples are
+    one object, so a snapshot of a large folder stays small."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: list[FlagRow]
+    recent: frozenset[int]  # the UIDs this session got as \Recent (empty when not claimed)
+    special_use: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """What changed in a folder since a MODSEQ, read in one transaction (QRESYNC, IDLE)."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    changed: list[FlagRow]  # new or with new flags, by UID
+    expunged: list[int]  # UIDs expunged (or moved away), ascending
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A message's stored facts for FETCH, read without its body. The meta fields are None
+    for a message stored without :class:`MessageMeta`."""
+
+    uid: int
+    flags: tuple[str, ...]
+    internal_date: float
+    size: int
+    modseq: int
+    envelope: str | None
+    bodystructure: str | None
+    body: str | None
+    part_map: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SortRow:
+    """A message's keys for SORT, THREAD and date searches (empty when stored without meta)."""
+
+    uid: int
+    internal_date: float
+    size: int
+    date: float | None
+    sort_subject: str
+    sort_from: str
+    sort_to: str
+    sort_cc: str
+    message_id: str
+    in_reply_to: str
+    references: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message for :meth:`Store.append_many` (MULTIAPPEND)."""
+
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: float | None = None  # None: now
+    meta: MessageMeta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change, for IDLE. kind: "exists" (new messages: delivery, APPEND, COPY,
+    MOVE's target), "flags", "expunge" (EXPUNGE, MOVE's source), "folders" (create, rename,
+    delete, subscribe; folder is the name concerned)."""
+
+    user: str
+    folder: str
+    kind: str
+
+
+class ChangeFeed(ABC):
+    """The committed changes of one account, as an async iterator of :class:`Change`.
+
+    Changes wait in the feed until read; a change equal to one still waiting is not queued
+    again, so an idle reader costs no more than a few objects. ``close()`` (or ``async with``)
+    ends the subscription; the iteration then stops.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[Change]: ...
+
+    @abstractmethod
+    async def __anext__(self) -> Change: ...
+
+    @abstractmethod
+    def pending(self) -> list[Change]:
+        """Take the changes waiting now, without waiting."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    async def __aenter__(self) -> ChangeFeed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+# UIDs as a sequence, or a range (1:* is range(1, uidnext)); either may hold UIDs that do not
+# exist (any more), which every method skips.
+Uids = Sequence[int] | range
+FlagMode = Literal["set", "add", "remove"]
 
 
 class Store(ABC):
@@ -152,6 +368,163 @@ class Store(ABC):
     @abstractmethod
     async def list_messages(self, address: str, folder: str = "INBOX") -> list[tuple[int, bytes]]:
         """(UID, raw bytes) of every message in the folder, by UID. For tests and tools."""
+
+    # IMAP: folders
+    #
+    # Folder names are as the IMAP layer gives them (it decodes modified UTF-7), with levels
+    # separated by HIERARCHY_DELIMITER; "INBOX" is case-insensitive, also as a prefix
+    # ("inbox/x" is "INBOX/x"). Unknown folders raise NoSuchFolder, unknown users StoreError.
+
+    @abstractmethod
+    async def list_folders(self, user: str) -> list[Folder]:
+        """Every folder of the account, INBOX first, then by name."""
+
+    @abstractmethod
+    async def create_folder(self, user: str, name: str, special_use: str | None = None) -> None:
+        """Create a folder with a new UIDVALIDITY, and its missing parents (RFC 3501).
+        A trailing delimiter is ignored. FolderExists if it exists."""
+
+    @abstractmethod
+    async def rename_folder(self, user: str, old: str, new: str) -> None:
+        """Rename a folder and its children (old/x becomes new/x), keeping UIDVALIDITY and
+        UIDs; missing parents of new are created. Renaming INBOX moves its messages to a new
+        folder new and leaves INBOX empty (its children stay), per RFC 3501."""
+
+    @abstractmethod
+    async def delete_folder(self, user: str, name: str) -> None:
+        """Delete a folder and its messages (bodies no longer used are released). INBOX and
+        a folder that has children are refused (delete the children first)."""
+
+    @abstractmethod
+    async def subscribe(self, user: str, name: str, on: bool) -> None:
+        """Set the folder's subscription (LSUB / LIST SUBSCRIBED). The folder must exist."""
+
+    # IMAP: reading a folder
+
+    @abstractmethod
+    async def select_folder(
+        self, user: str, name: str, claim_recent: bool = False
+    ) -> FolderSnapshot:
+        """The folder's state in one read. claim_recent (SELECT, not EXAMINE) makes the
+        messages that arrived since the last claim \\Recent for this caller only."""
+
+    @abstractmethod
+    async def changes_since(self, user: str, folder: str, modseq: int) -> FolderChanges:
+        """Messages new or changed, and UIDs expunged, after modseq, in one transaction."""
+
+    @abstractmethod
+    async def changed_since(self, user: str, folder: str, modseq: int) -> list[FlagRow]:
+        """(uid, flags, modseq) of the messages whose MODSEQ is above modseq, by UID."""
+
+    @abstractmethod
+    async def expunged_since(self, user: str, folder: str, modseq: int) -> list[int]:
+        """UIDs expunged from (or moved out of) the folder with a MODSEQ above modseq."""
+
+    @abstractmethod
+    async def fetch_meta(self, user: str, folder: str, uids: Uids) -> list[MessageRow]:
+        """The stored facts of the messages among uids, by UID, reading no bodies."""
+
+    @abstractmethod
+    async def fetch_raw(self, user: str, folder: str, uid: int) -> bytes:
+        """The message's bytes (read off the event loop). NoSuchMessage if it is gone."""
+
+    @abstractmethod
+    async def fetch_raw_many(self, user: str, folder: str, uids: Uids) -> list[tuple[int, bytes]]:
+        """(uid, bytes) of the messages among uids that exist, by UID, in one read."""
+
+    @abstractmethod
+    async def fetch_sort_keys(
+        self, user: str, folder: str, uids: Uids | None = None
+    ) -> list[SortRow]:
+        """SORT / THREAD keys of the messages among uids (None: all), by UID."""
+
+    @abstractmethod
+    async def search_text(
+        self, user: str, folder: str, query: str, where: Literal["body", "text"]
+    ) -> set[int]:
+        """UIDs whose body ("body") or header and body ("text") contain query, case-
+        insensitively, through the full-text index (messages stored without meta: never)."""
+
+    @abstractmethod
+    async def search_header(self, user: str, folder: str, field: str, value: str) -> set[int]:
+        """UIDs whose header field (From, Subject, X-Anything, ...) contains value, case-
+        insensitively (SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER); an empty value matches every
+        message that has the field. Reads the stored header fields, not the bodies."""
+
+    @abstractmethod
+    async def missing_meta(self, user: str, folder: str) -> list[int]:
+        """UIDs of the folder's messages stored without MessageMeta."""
+
+    @abstractmethod
+    async def set_meta(self, user: str, folder: str, uid: int, meta: MessageMeta) -> None:
+        """Store (or replace) the meta of a message's body, e.g. for one delivered without."""
+
+    # IMAP: changing messages
+
+    @abstractmethod
+    async def append(
+        self,
+        user: str,
+        folder: str,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internal_date: float | None = None,
+        meta: MessageMeta | None = None,
+    ) -> tuple[int, int]:
+        """Add a message; (uidvalidity, uid) once durable. QuotaExceeded over the quota."""
+
+    @abstractmethod
+    async def append_many(
+        self, user: str, folder: str, messages: Sequence[AppendMessage]
+    ) -> tuple[int, list[int]]:
+        """Add several messages atomically (MULTIAPPEND): all or none; (uidvalidity, uids)."""
+
+    @abstractmethod
+    async def store_flags(
+        self,
+        user: str,
+        folder: str,
+        uids: Uids,
+        flags: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[FlagRow], list[int]]:
+        """Set, add or remove flags (STORE). Returns (changed, failed): every message whose
+        flags changed, with its new flags and the one new MODSEQ this call took (RFC 7162),
+        and the UIDs refused because their MODSEQ is above unchanged_since. Messages whose
+        flags stay the same are in neither list and keep their MODSEQ."""
+
+    @abstractmethod
+    async def copy_messages(
+        self, user: str, src: str, uids: Uids, dst: str
+    ) -> list[tuple[int, int]]:
+        """Copy messages (flags and internal date kept, bodies shared) to dst; the
+        (source UID, new UID) pairs for COPYUID. NoSuchFolder if dst is missing (TRYCREATE),
+        QuotaExceeded over the quota."""
+
+    @abstractmethod
+    async def move_messages(
+        self, user: str, src: str, uids: Uids, dst: str
+    ) -> list[tuple[int, int]]:
+        """Move messages atomically: new UIDs in dst, expunged from src (recorded for
+        VANISHED) in the same transaction. (source UID, new UID) pairs."""
+
+    @abstractmethod
+    async def expunge(self, user: str, folder: str, uids: Uids | None = None) -> list[int]:
+        """Remove the messages flagged \\Deleted (only those among uids, for UID EXPUNGE);
+        their UIDs, ascending, recorded with one new MODSEQ for QRESYNC."""
+
+    @abstractmethod
+    async def quota(self, user: str) -> tuple[int, int | None]:
+        """(bytes used, limit or None for unlimited)."""
+
+    # IMAP: change notification
+
+    @abstractmethod
+    def subscribe_changes(self, user: str) -> ChangeFeed:
+        """A feed of the account's changes committed by this process (deliveries, appends,
+        flags, expunges, folders), delivered on the calling event loop soon after each
+        commit. Writes by another process (the admin CLI) are not seen."""
 
     # outbound queue
     @abstractmethod

@@ -16,6 +16,11 @@ counts the transactions the writer committed.
 Reads run on a small thread pool, each thread with its own read-only connection; WAL lets them
 proceed while the writer writes. Nothing here blocks the event loop.
 
+Change notification (IMAP IDLE): a job notes the changes it makes (``self._changes``, dropped
+with its savepoint if it fails); after the commit the writer hands them to the subscribed
+feeds on their event loops (``call_soon_threadsafe``). Only this process's writes are seen:
+a ``gomail`` CLI command writing next to the running server wakes nobody.
+
 Other processes (``gomail`` CLI commands next to a running server) may open the same data
 directory: SQLite's locking serialises their writes with ours (``busy_timeout``), and blob files
 are only unlinked inside a write transaction after checking that no row references them again.
@@ -24,7 +29,9 @@ are only unlinked inside a write transaction after checking that no row referenc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -33,20 +40,38 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from gomail.store import (
+    HIERARCHY_DELIMITER,
     SPECIAL_FOLDERS,
     Alias,
+    AppendMessage,
+    Change,
+    ChangeFeed,
     Delivery,
+    FlagMode,
+    FlagRow,
+    Folder,
+    FolderChanges,
+    FolderExists,
+    FolderSnapshot,
     FolderStatus,
+    MessageMeta,
+    MessageRow,
+    NoSuchFolder,
+    NoSuchMessage,
     QueueEntry,
+    QuotaExceeded,
+    SortRow,
     Store,
     StoreError,
+    Uids,
     User,
+    canonical_flags,
 )
 from gomail.store.blobs import BlobFiles, fsync_dir, make_dirs_durably, sha256_hex
 
@@ -84,6 +109,28 @@ _SQL_MESSAGE = (
     "INSERT INTO messages (mailbox_id, uid, blob, size, internaldate, flags, modseq)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_SQL_MESSAGE_META = (
+    "INSERT INTO message_meta (blob, envelope, bodystructure, body, part_map, header_text,"
+    " text, subject, from_, to_, cc, bcc, sort_subject, sort_from, sort_to, sort_cc, date,"
+    " message_id, in_reply_to, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " ?, ?, ?) ON CONFLICT (blob) DO "
+)
+_SQL_META_KEEP = _SQL_MESSAGE_META + "NOTHING"
+_SQL_META_REPLACE = _SQL_MESSAGE_META + (
+    "UPDATE SET envelope = excluded.envelope, bodystructure = excluded.bodystructure,"
+    " body = excluded.body, part_map = excluded.part_map, header_text = excluded.header_text,"
+    " text = excluded.text, subject = excluded.subject, from_ = excluded.from_,"
+    " to_ = excluded.to_, cc = excluded.cc, bcc = excluded.bcc,"
+    " sort_subject = excluded.sort_subject, sort_from = excluded.sort_from,"
+    " sort_to = excluded.sort_to, sort_cc = excluded.sort_cc, date = excluded.date,"
+    " message_id = excluded.message_id, in_reply_to = excluded.in_reply_to,"
+    " refs = excluded.refs"
+)
+_SQL_MAILBOX = (
+    "SELECT m.id, m.uidvalidity, m.uidnext, m.highestmodseq, m.recent_from, m.special_use"
+    " FROM mailboxes m JOIN users u ON u.id = m.user_id WHERE u.address = ? AND m.name = ?"
+)
+_DELETED = "(' ' || m.flags || ' ') LIKE '% \\Deleted %'"
 _SQL_QUEUE = (
     "INSERT INTO queue (queue_id, sender, recipient, blob, size, created, next_attempt)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -182,7 +229,164 @@ def _domain_of(address: str) -> str:
 
 
 def _folder_name(folder: str) -> str:
-    return "INBOX" if folder.upper() == "INBOX" else folder
+    """INBOX is case-insensitive, also as the first level ("inbox/x" is "INBOX/x")."""
+    if folder[:5].upper() == "INBOX" and folder[5:6] in ("", HIERARCHY_DELIMITER):
+        return "INBOX" + folder[5:]
+    return folder
+
+
+def _new_folder_name(name: str) -> str:
+    """A name to create or rename to: a trailing delimiter dropped, empty levels, LIST
+    wildcards and control characters refused."""
+    name = _folder_name(name.removesuffix(HIERARCHY_DELIMITER))
+    levels = name.split(HIERARCHY_DELIMITER)
+    if (
+        not name
+        or any(not level for level in levels)
+        or "*" in name
+        or "%" in name
+        or not name.isprintable()
+    ):
+        raise StoreError(f"not a valid folder name: {name!r}")
+    return name
+
+
+def _parents(name: str) -> list[str]:
+    """The names above name, top first: "a/b/c" -> ["a", "a/b"]."""
+    levels = name.split(HIERARCHY_DELIMITER)
+    return [HIERARCHY_DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+_VALID_SPECIAL_USE = {
+    "\\all": "\\All",
+    "\\archive": "\\Archive",
+    "\\drafts": "\\Drafts",
+    "\\flagged": "\\Flagged",
+    "\\junk": "\\Junk",
+    "\\sent": "\\Sent",
+    "\\trash": "\\Trash",
+}
+
+# Flag strings as stored -> tuples, shared by every snapshot (one tuple per distinct set).
+_FLAG_TUPLES: dict[str, tuple[str, ...]] = {"": ()}
+_FLAG_TUPLES_MAX = 4096
+
+
+def _flag_tuple(flags: str) -> tuple[str, ...]:
+    try:
+        return _FLAG_TUPLES[flags]
+    except KeyError:
+        pass
+    value = tuple(flags.split())
+    if len(_FLAG_TUPLES) >= _FLAG_TUPLES_MAX:
+        _FLAG_TUPLES.clear()
+        _FLAG_TUPLES[""] = ()
+    _FLAG_TUPLES[flags] = value
+    return value
+
+
+def _uid_clause(uids: Uids | None) -> tuple[str, tuple]:
+    """A condition on m.uid for uids (None: all) and its parameters."""
+    if uids is None:
+        return "", ()
+    if isinstance(uids, range) and uids.step == 1:
+        return " AND m.uid >= ? AND m.uid < ?", (uids.start, uids.stop)
+    return " AND m.uid IN (SELECT value FROM json_each(?))", (
+        json.dumps(sorted({int(u) for u in uids})),
+    )
+
+
+def _is_empty(uids: Uids | None) -> bool:
+    return uids is not None and len(uids) == 0
+
+
+def _meta_params(sha: str, meta: MessageMeta) -> tuple:
+    return (
+        sha,
+        meta.envelope,
+        meta.bodystructure,
+        meta.body,
+        meta.part_map,
+        meta.header_text,
+        meta.text,
+        meta.subject,
+        meta.from_,
+        meta.to,
+        meta.cc,
+        meta.bcc,
+        meta.sort_subject,
+        meta.sort_from,
+        meta.sort_to,
+        meta.sort_cc,
+        meta.date,
+        meta.message_id,
+        meta.in_reply_to,
+        meta.references,
+    )
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# Header fields with a column of their own in message_meta.
+_HEADER_COLUMNS = {"from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject"}
+
+
+class _Feed(ChangeFeed):
+    """A subscription: changes queued on its event loop, one waiter at a time."""
+
+    __slots__ = ("_store", "user", "_loop", "_items", "_waiter", "_closed")
+
+    def __init__(self, store: SqliteStore, user: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self.user = user
+        self._loop = loop
+        self._items: collections.deque[Change] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def _push(self, change: Change) -> None:
+        if self._closed or change in self._items:
+            return
+        self._items.append(change)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> _Feed:
+        return self
+
+    async def __anext__(self) -> Change:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def pending(self) -> list[Change]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._unsubscribe(self)
+            self._wake()
+
+
+def _push_changes(items: list[tuple[_Feed, Change]]) -> None:
+    for feed, change in items:
+        feed._push(change)
 
 
 def _as_store_error(exc: BaseException) -> BaseException:
@@ -228,6 +432,9 @@ class SqliteStore(Store):
         self._read_local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
+        self._changes: list[Change] = []  # noted by the jobs of the batch (writer thread)
+        self._feeds: dict[str, set[_Feed]] = {}
+        self._feeds_lock = threading.Lock()
 
     async def __aenter__(self) -> SqliteStore:
         await self.open()
@@ -340,16 +547,20 @@ class SqliteStore(Store):
             return
         results: list[tuple[_Job, bool, Any]] = []
         collect = False
+        changes = self._changes
+        changes.clear()
         for job in batch:
             fn, args, fut, _loop, frees_blobs = job
             if fut.cancelled():  # the caller gave up: do not store what it will not confirm
                 continue
             conn.execute("SAVEPOINT job")
+            mark = len(changes)
             try:
                 value = fn(conn, *args)
             except Exception as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
+                del changes[mark:]
                 results.append((job, False, _as_store_error(exc)))
             else:
                 conn.execute("RELEASE job")
@@ -364,6 +575,7 @@ class SqliteStore(Store):
             err = StoreError(f"the database could not commit: {exc}")
             results = [(job, False, err) for job, _ok, _value in results]
             collect = False
+            changes.clear()
         else:
             self.commits += 1
         if collect:  # before answering: a removal is finished when its caller hears of it
@@ -372,6 +584,22 @@ class SqliteStore(Store):
             except Exception:
                 log.exception("store writer: removing unused blob files failed")
         self._resolve(results)
+        if changes:
+            self._publish(changes)
+            changes.clear()
+
+    def _publish(self, changes: list[Change]) -> None:
+        """Hand committed changes to the feeds of their users, on the feeds' loops."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Feed, Change]]] = {}
+        with self._feeds_lock:
+            if not self._feeds:
+                return
+            for change in dict.fromkeys(changes):
+                for feed in self._feeds.get(change.user, ()):
+                    by_loop.setdefault(feed._loop, []).append((feed, change))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(_push_changes, items)
 
     @staticmethod
     def _resolve(results: list[tuple[_Job, bool, Any]]) -> None:
@@ -753,10 +981,8 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def deliver(self, delivery: Delivery) -> None:
-        if not delivery.local and not delivery.outbound:
-            return
-        raw = delivery.raw
+    async def _prepare_blob(self, raw: bytes) -> tuple[str, int, bool]:
+        """Hash a body and, when it is to be a file, write the file: (sha256, size, inline)."""
         size = len(raw)
         if size > HASH_IN_THREAD:
             sha = await asyncio.to_thread(sha256_hex, raw)
@@ -767,6 +993,22 @@ class SqliteStore(Store):
             # The slow part (write, fsync, rename, fsync dir) happens here, in parallel with
             # other deliveries, not in the writer thread.
             await asyncio.to_thread(self.files.write, sha, raw)
+        return sha, size, inline
+
+    def _store_blob(
+        self, conn: sqlite3.Connection, raw: bytes, sha: str, size: int, inline: bool
+    ) -> None:
+        """The blob row (inside a job), and the file again if it went since _prepare_blob."""
+        conn.execute(_SQL_BLOB, (sha, size, raw if inline else None))
+        if not inline and not self.files.exists(sha):
+            # Removed since it was written (the same body's last copy was deleted in
+            # between): write it again, under the write lock nobody can remove it now.
+            self.files.write(sha, raw)
+
+    async def deliver(self, delivery: Delivery) -> None:
+        if not delivery.local and not delivery.outbound:
+            return
+        sha, size, inline = await self._prepare_blob(delivery.raw)
         await self._write(self._deliver_job, delivery, sha, size, inline, time.time())
 
     def _deliver_job(
@@ -778,21 +1020,21 @@ class SqliteStore(Store):
         inline: bool,
         now: float,
     ) -> None:
-        raw = delivery.raw
         execute = conn.execute
-        execute(_SQL_BLOB, (sha, size, raw if inline else None))
-        if not inline and not self.files.exists(sha):
-            # Removed since deliver() wrote it (the same body's last copy was deleted in
-            # between): write it again, under the write lock nobody can remove it now.
-            self.files.write(sha, raw)
+        self._store_blob(conn, delivery.raw, sha, size, inline)
+        if delivery.meta is not None and delivery.local:
+            execute(_SQL_META_KEEP, _meta_params(sha, delivery.meta))
+        changes = self._changes
         for local in delivery.local:
             folder = _folder_name(local.folder)
             rows = execute(_SQL_NEXT_UID, (local.user, folder)).fetchall()
             if not rows:
                 self._user_id(conn, local.user)
-                raise StoreError(f"user {local.user} has no folder {folder}")
+                raise NoSuchFolder(f"user {local.user} has no folder {folder}")
             mailbox_id, uid, modseq = rows[0]
-            execute(_SQL_MESSAGE, (mailbox_id, uid, sha, size, now, " ".join(local.flags), modseq))
+            flags = " ".join(canonical_flags(local.flags)) if local.flags else ""
+            execute(_SQL_MESSAGE, (mailbox_id, uid, sha, size, now, flags, modseq))
+            changes.append(Change(local.user, folder, "exists"))
         for recipient in delivery.outbound:
             execute(
                 _SQL_QUEUE, (delivery.queue_id, delivery.sender, recipient, sha, size, now, now)
@@ -817,6 +1059,660 @@ class SqliteStore(Store):
             ]
 
         return await self._read(read)
+
+    # --- IMAP: helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _mailbox(conn: sqlite3.Connection, user: str, folder: str) -> tuple:
+        """(id, uidvalidity, uidnext, highestmodseq, recent_from, special_use) of a folder."""
+        name = _folder_name(folder)
+        row = conn.execute(_SQL_MAILBOX, (user, name)).fetchone()
+        if row is None:
+            SqliteStore._user_id(conn, user)
+            raise NoSuchFolder(f"no such folder: {name}")
+        return row
+
+    @staticmethod
+    def _check_room(conn: sqlite3.Connection, user: str, adding: int) -> None:
+        row = conn.execute(
+            "SELECT u.quota, (SELECT coalesce(sum(bytes), 0) FROM mailboxes WHERE user_id = u.id)"
+            " FROM users u WHERE u.address = ?",
+            (user,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no such user: {user}")
+        limit, used = row
+        if limit is not None and used + adding > limit:
+            raise QuotaExceeded(
+                f"over quota: {used + adding} bytes would exceed the limit of {limit}"
+            )
+
+    def _create_missing(
+        self, conn: sqlite3.Connection, user_id: int, names: list[str]
+    ) -> list[str]:
+        """Create the folders among names that do not exist; the names created."""
+        created = []
+        for name in names:
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+            ).fetchone():
+                continue
+            conn.execute(
+                "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES (?, ?, ?)",
+                (user_id, name, self._next_uidvalidity(conn)),
+            )
+            created.append(name)
+        return created
+
+    # --- IMAP: folders --------------------------------------------------------------------------
+
+    async def list_folders(self, user: str) -> list[Folder]:
+        def read(conn: sqlite3.Connection) -> list[Folder]:
+            user_id = self._user_id(conn, user)
+            rows = conn.execute(
+                "SELECT name, special_use, subscribed, uidvalidity, uidnext, highestmodseq,"
+                " messages, unseen, (SELECT count(*) FROM messages x"
+                "  WHERE x.mailbox_id = m.id AND x.uid >= m.recent_from), bytes"
+                " FROM mailboxes m WHERE user_id = ? ORDER BY name != 'INBOX', name",
+                (user_id,),
+            )
+            return [Folder(name, special, bool(sub), *rest) for name, special, sub, *rest in rows]
+
+        return await self._read(read)
+
+    async def create_folder(self, user: str, name: str, special_use: str | None = None) -> None:
+        name = _new_folder_name(name)
+        if special_use is not None:
+            canon = _VALID_SPECIAL_USE.get(special_use.lower())
+            if canon is None:
+                raise StoreError(f"not a special-use attribute: {special_use!r}")
+            special_use = canon
+
+        def job(conn: sqlite3.Connection) -> None:
+            user_id = self._user_id(conn, user)
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+            ).fetchone():
+                raise FolderExists(f"folder {name} exists already")
+            for created in self._create_missing(conn, user_id, [*_parents(name), name]):
+                self._changes.append(Change(user, created, "folders"))
+            if special_use is not None:
+                conn.execute(
+                    "UPDATE mailboxes SET special_use = ? WHERE user_id = ? AND name = ?",
+                    (special_use, user_id, name),
+                )
+
+        await self._write(job)
+
+    async def rename_folder(self, user: str, old: str, new: str) -> None:
+        old_name = _folder_name(old)
+        new_name = _new_folder_name(new)
+
+        def job(conn: sqlite3.Connection) -> None:
+            user_id = self._user_id(conn, user)
+            src = self._mailbox(conn, user, old_name)
+            if (
+                new_name == old_name
+                or conn.execute(
+                    "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, new_name)
+                ).fetchone()
+            ):
+                raise FolderExists(f"folder {new_name} exists already")
+            if new_name.startswith(old_name + HIERARCHY_DELIMITER):
+                raise StoreError(f"cannot move folder {old_name} into itself")
+            changes = self._changes
+            for created in self._create_missing(conn, user_id, _parents(new_name)):
+                changes.append(Change(user, created, "folders"))
+            src_id, _uidvalidity, uidnext, highestmodseq, recent_from, _special = src
+            if old_name == "INBOX":
+                # RFC 3501: the messages go to a new folder; INBOX stays, empty.
+                cur = conn.execute(
+                    "INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, highestmodseq,"
+                    " recent_from) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        user_id,
+                        new_name,
+                        self._next_uidvalidity(conn),
+                        uidnext,
+                        highestmodseq,
+                        recent_from,
+                    ),
+                )
+                modseq = highestmodseq + 1
+                moved = conn.execute(
+                    "INSERT INTO expunged (mailbox_id, uid, modseq)"
+                    " SELECT mailbox_id, uid, ? FROM messages WHERE mailbox_id = ?"
+                    " ON CONFLICT DO UPDATE SET modseq = excluded.modseq",
+                    (modseq, src_id),
+                ).rowcount
+                conn.execute(
+                    "UPDATE messages SET mailbox_id = ? WHERE mailbox_id = ?",
+                    (cur.lastrowid, src_id),
+                )
+                if moved:
+                    conn.execute(
+                        "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, src_id)
+                    )
+                    changes.append(Change(user, "INBOX", "expunge"))
+            else:
+                prefix = old_name + HIERARCHY_DELIMITER
+                try:
+                    conn.execute(
+                        "UPDATE mailboxes SET name = ? || substr(name, ?)"
+                        " WHERE user_id = ? AND (id = ? OR substr(name, 1, ?) = ?)",
+                        (new_name, len(old_name) + 1, user_id, src_id, len(prefix), prefix),
+                    )
+                except sqlite3.IntegrityError:
+                    raise FolderExists(
+                        f"a subfolder of {new_name} exists already; cannot rename {old_name}"
+                    ) from None
+            changes.append(Change(user, old_name, "folders"))
+            changes.append(Change(user, new_name, "folders"))
+
+        await self._write(job)
+
+    async def delete_folder(self, user: str, name: str) -> None:
+        name = _folder_name(name)
+
+        def job(conn: sqlite3.Connection) -> None:
+            if name == "INBOX":
+                raise StoreError("INBOX cannot be deleted")
+            mailbox_id = self._mailbox(conn, user, name)[0]
+            prefix = name + HIERARCHY_DELIMITER
+            user_id = self._user_id(conn, user)
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ? LIMIT 1",
+                (user_id, len(prefix), prefix),
+            ).fetchone():
+                raise StoreError(f"folder {name} has subfolders; delete them first")
+            # The BEFORE DELETE trigger removes its messages, whose triggers release bodies.
+            conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+            self._changes.append(Change(user, name, "folders"))
+
+        await self._write(job, frees_blobs=True)
+
+    async def subscribe(self, user: str, name: str, on: bool) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            mailbox_id = self._mailbox(conn, user, name)[0]
+            conn.execute("UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(on), mailbox_id))
+            self._changes.append(Change(user, _folder_name(name), "folders"))
+
+        await self._write(job)
+
+    # --- IMAP: reading a folder -------------------------------------------------------------
+
+    async def select_folder(
+        self, user: str, name: str, claim_recent: bool = False
+    ) -> FolderSnapshot:
+        def read(conn: sqlite3.Connection) -> tuple:
+            mailbox = self._mailbox(conn, user, name)
+            rows = conn.execute(
+                "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox[0],),
+            ).fetchall()
+            flag_tuple = _flag_tuple
+            return mailbox, [(uid, flag_tuple(flags), modseq) for uid, flags, modseq in rows]
+
+        def claim(conn: sqlite3.Connection, mailbox_id: int, upto: int) -> int:
+            row = conn.execute(
+                "SELECT recent_from FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None or row[0] >= upto:
+                return upto
+            conn.execute("UPDATE mailboxes SET recent_from = ? WHERE id = ?", (upto, mailbox_id))
+            return row[0]
+
+        mailbox, messages = await self._read(read)
+        mailbox_id, uidvalidity, uidnext, highestmodseq, recent_from, special_use = mailbox
+        recent: frozenset[int] = frozenset()
+        if claim_recent and messages and messages[-1][0] >= recent_from:
+            first = await self._write(claim, mailbox_id, uidnext)
+            recent = frozenset(uid for uid, _f, _m in messages if uid >= first)
+        return FolderSnapshot(
+            _folder_name(name),
+            uidvalidity,
+            uidnext,
+            highestmodseq,
+            messages,
+            recent,
+            special_use,
+        )
+
+    @staticmethod
+    def _changed(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[FlagRow]:
+        rows = conn.execute(
+            "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND modseq > ?"
+            " ORDER BY uid",
+            (mailbox_id, modseq),
+        )
+        return [(uid, _flag_tuple(flags), ms) for uid, flags, ms in rows]
+
+    @staticmethod
+    def _expunged(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[int]:
+        rows = conn.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+            (mailbox_id, modseq),
+        )
+        return [uid for (uid,) in rows]
+
+    async def changes_since(self, user: str, folder: str, modseq: int) -> FolderChanges:
+        def read(conn: sqlite3.Connection) -> FolderChanges:
+            mailbox_id, uidvalidity, uidnext, highestmodseq, *_ = self._mailbox(conn, user, folder)
+            return FolderChanges(
+                uidvalidity,
+                uidnext,
+                highestmodseq,
+                self._changed(conn, mailbox_id, modseq),
+                self._expunged(conn, mailbox_id, modseq),
+            )
+
+        return await self._read(read)
+
+    async def changed_since(self, user: str, folder: str, modseq: int) -> list[FlagRow]:
+        def read(conn: sqlite3.Connection) -> list[FlagRow]:
+            return self._changed(conn, self._mailbox(conn, user, folder)[0], modseq)
+
+        return await self._read(read)
+
+    async def expunged_since(self, user: str, folder: str, modseq: int) -> list[int]:
+        def read(conn: sqlite3.Connection) -> list[int]:
+            return self._expunged(conn, self._mailbox(conn, user, folder)[0], modseq)
+
+        return await self._read(read)
+
+    async def fetch_meta(self, user: str, folder: str, uids: Uids) -> list[MessageRow]:
+        clause, params = _uid_clause(uids)
+
+        def read(conn: sqlite3.Connection) -> list[MessageRow]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            rows = conn.execute(
+                "SELECT m.uid, m.flags, m.internaldate, m.size, m.modseq, mm.envelope,"
+                " mm.bodystructure, mm.body, mm.part_map FROM messages m"
+                " LEFT JOIN message_meta mm ON mm.blob = m.blob"
+                f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
+                (mailbox_id, *params),
+            )
+            return [MessageRow(uid, _flag_tuple(flags), *rest) for uid, flags, *rest in rows]
+
+        if _is_empty(uids):
+            return []
+        return await self._read(read)
+
+    async def fetch_raw(self, user: str, folder: str, uid: int) -> bytes:
+        found = await self.fetch_raw_many(user, folder, [uid])
+        if not found:
+            raise NoSuchMessage(f"no message with UID {uid} in {_folder_name(folder)}")
+        return found[0][1]
+
+    async def fetch_raw_many(self, user: str, folder: str, uids: Uids) -> list[tuple[int, bytes]]:
+        clause, params = _uid_clause(uids)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            rows = conn.execute(
+                "SELECT m.uid, m.blob, b.data FROM messages m JOIN blobs b ON b.sha256 = m.blob"
+                f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
+                (mailbox_id, *params),
+            ).fetchall()
+            found = []
+            for uid, sha, data in rows:
+                if data is None:
+                    try:
+                        data = self.files.read(sha)
+                    except FileNotFoundError:  # expunged and collected since the read began
+                        continue
+                found.append((uid, data))
+            return found
+
+        if _is_empty(uids):
+            return []
+        return await self._read(read)
+
+    async def fetch_sort_keys(
+        self, user: str, folder: str, uids: Uids | None = None
+    ) -> list[SortRow]:
+        clause, params = _uid_clause(uids)
+
+        def read(conn: sqlite3.Connection) -> list[SortRow]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            rows = conn.execute(
+                "SELECT m.uid, m.internaldate, m.size, mm.date, coalesce(mm.sort_subject, ''),"
+                " coalesce(mm.sort_from, ''), coalesce(mm.sort_to, ''),"
+                " coalesce(mm.sort_cc, ''), coalesce(mm.message_id, ''),"
+                " coalesce(mm.in_reply_to, ''), coalesce(mm.refs, '') FROM messages m"
+                " LEFT JOIN message_meta mm ON mm.blob = m.blob"
+                f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
+                (mailbox_id, *params),
+            )
+            return [SortRow(*row) for row in rows]
+
+        if _is_empty(uids):
+            return []
+        return await self._read(read)
+
+    async def search_text(self, user: str, folder: str, query: str, where: str) -> set[int]:
+        if where not in ("body", "text"):
+            raise StoreError(f"search_text: where is 'body' or 'text', not {where!r}")
+
+        def read(conn: sqlite3.Connection) -> set[int]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            if not query:
+                sql = "SELECT uid FROM messages m WHERE m.mailbox_id = ?"
+                params: tuple = (mailbox_id,)
+            elif len(query) >= 3:
+                # The trigram index: a quoted phrase matches any substring, ignoring case.
+                phrase = '"' + query.replace('"', '""') + '"'
+                expr = "{text} : " + phrase if where == "body" else phrase
+                sql = (
+                    "SELECT m.uid FROM messages m JOIN message_meta mm ON mm.blob = m.blob"
+                    " WHERE m.mailbox_id = ? AND mm.id IN"
+                    " (SELECT rowid FROM message_fts WHERE message_fts MATCH ?)"
+                )
+                params = (mailbox_id, expr)
+            else:
+                # Too short for trigrams: a scan of the indexed text (still no bodies read).
+                cond = "mm.text LIKE ? ESCAPE '\\'"
+                if where == "text":
+                    cond = f"({cond} OR mm.header_text LIKE ? ESCAPE '\\')"
+                pattern = _like_pattern(query)
+                sql = (
+                    "SELECT m.uid FROM messages m JOIN message_meta mm ON mm.blob = m.blob"
+                    f" WHERE m.mailbox_id = ? AND {cond}"
+                )
+                params = (mailbox_id, pattern) + ((pattern,) if where == "text" else ())
+            return {uid for (uid,) in conn.execute(sql, params)}
+
+        return await self._read(read)
+
+    async def search_header(self, user: str, folder: str, field: str, value: str) -> set[int]:
+        field = field.strip().lower()
+        needle = value.casefold()
+        column = _HEADER_COLUMNS.get(field)
+
+        def read(conn: sqlite3.Connection) -> set[int]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            rows = conn.execute(
+                f"SELECT m.uid, mm.{column or 'header_text'} FROM messages m"
+                " JOIN message_meta mm ON mm.blob = m.blob WHERE m.mailbox_id = ?",
+                (mailbox_id,),
+            )
+            found = set()
+            if column is not None:
+                for uid, text in rows:
+                    if text and needle in text.casefold():
+                        found.add(uid)
+                return found
+            prefix = field + ":"
+            for uid, text in rows:
+                for line in text.splitlines():
+                    if line[: len(prefix)].lower() == prefix and (
+                        needle in line[len(prefix) :].casefold()
+                    ):
+                        found.add(uid)
+                        break
+            return found
+
+        if not field or any(c in field for c in ": \t") or not field.isprintable():
+            raise StoreError(f"not a header field name: {field!r}")
+        return await self._read(read)
+
+    async def missing_meta(self, user: str, folder: str) -> list[int]:
+        def read(conn: sqlite3.Connection) -> list[int]:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            rows = conn.execute(
+                "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM message_meta mm WHERE mm.blob = m.blob) ORDER BY m.uid",
+                (mailbox_id,),
+            )
+            return [uid for (uid,) in rows]
+
+        return await self._read(read)
+
+    async def set_meta(self, user: str, folder: str, uid: int, meta: MessageMeta) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            mailbox_id = self._mailbox(conn, user, folder)[0]
+            row = conn.execute(
+                "SELECT blob FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+            ).fetchone()
+            if row is None:
+                raise NoSuchMessage(f"no message with UID {uid} in {_folder_name(folder)}")
+            conn.execute(_SQL_META_REPLACE, _meta_params(row[0], meta))
+
+        await self._write(job)
+
+    # --- IMAP: changing messages ------------------------------------------------------------
+
+    async def append(
+        self,
+        user: str,
+        folder: str,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internal_date: float | None = None,
+        meta: MessageMeta | None = None,
+    ) -> tuple[int, int]:
+        uidvalidity, uids = await self.append_many(
+            user, folder, [AppendMessage(raw, tuple(flags), internal_date, meta)]
+        )
+        return uidvalidity, uids[0]
+
+    async def append_many(
+        self, user: str, folder: str, messages: Sequence[AppendMessage]
+    ) -> tuple[int, list[int]]:
+        if not messages:
+            raise StoreError("nothing to append")
+        now = time.time()
+        prepared = []
+        for message in messages:
+            if not message.raw:
+                raise StoreError("an empty message cannot be appended")
+            flags = " ".join(canonical_flags(message.flags))
+            sha, size, inline = await self._prepare_blob(message.raw)
+            date = now if message.internal_date is None else float(message.internal_date)
+            prepared.append((message.raw, sha, size, inline, flags, date, message.meta))
+        return await self._write(self._append_job, user, folder, prepared)
+
+    def _append_job(
+        self, conn: sqlite3.Connection, user: str, folder: str, prepared: list[tuple]
+    ) -> tuple[int, list[int]]:
+        mailbox_id, uidvalidity, uidnext, highestmodseq, *_ = self._mailbox(conn, user, folder)
+        self._check_room(conn, user, sum(p[2] for p in prepared))
+        modseq = highestmodseq + 1
+        uids = []
+        for uid, (raw, sha, size, inline, flags, date, meta) in enumerate(prepared, uidnext):
+            self._store_blob(conn, raw, sha, size, inline)
+            if meta is not None:
+                conn.execute(_SQL_META_KEEP, _meta_params(sha, meta))
+            conn.execute(_SQL_MESSAGE, (mailbox_id, uid, sha, size, date, flags, modseq))
+            uids.append(uid)
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+            (uids[-1] + 1, modseq, mailbox_id),
+        )
+        self._changes.append(Change(user, _folder_name(folder), "exists"))
+        return uidvalidity, uids
+
+    async def store_flags(
+        self,
+        user: str,
+        folder: str,
+        uids: Uids,
+        flags: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[FlagRow], list[int]]:
+        if mode not in ("set", "add", "remove"):
+            raise StoreError(f"store_flags: mode is 'set', 'add' or 'remove', not {mode!r}")
+        given = canonical_flags(flags)
+        folded = {f.lower() for f in given}
+        clause, params = _uid_clause(uids)
+
+        def job(conn: sqlite3.Connection) -> tuple[list[FlagRow], list[int]]:
+            mailbox_id, _v, _n, highestmodseq, *_ = self._mailbox(conn, user, folder)
+            rows = conn.execute(
+                f"SELECT m.id, m.uid, m.flags, m.modseq FROM messages m"
+                f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
+                (mailbox_id, *params),
+            ).fetchall()
+            modseq = highestmodseq + 1
+            changed: list[FlagRow] = []
+            failed: list[int] = []
+            updates = []
+            for row_id, uid, old, old_modseq in rows:
+                if unchanged_since is not None and old_modseq > unchanged_since:
+                    failed.append(uid)
+                    continue
+                current = _flag_tuple(old)
+                if mode == "set":
+                    new = given
+                elif mode == "add":
+                    new = canonical_flags(current + given)
+                else:
+                    new = tuple(f for f in current if f.lower() not in folded)
+                text = " ".join(new)
+                if text != old:
+                    updates.append((text, modseq, row_id))
+                    changed.append((uid, _flag_tuple(text), modseq))
+            if updates:
+                conn.executemany("UPDATE messages SET flags = ?, modseq = ? WHERE id = ?", updates)
+                conn.execute(
+                    "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+                )
+                self._changes.append(Change(user, _folder_name(folder), "flags"))
+            return changed, failed
+
+        if _is_empty(uids):
+            return [], []
+        return await self._write(job)
+
+    def _transfer(
+        self,
+        conn: sqlite3.Connection,
+        user: str,
+        src: str,
+        uids: Uids,
+        dst: str,
+        move: bool,
+    ) -> list[tuple[int, int]]:
+        """COPY or MOVE, inside a job."""
+        src_box = self._mailbox(conn, user, src)
+        dst_box = self._mailbox(conn, user, dst)
+        clause, params = _uid_clause(uids)
+        rows = conn.execute(
+            "SELECT m.id, m.uid, m.blob, m.size, m.internaldate, m.flags FROM messages m"
+            f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
+            (src_box[0], *params),
+        ).fetchall()
+        if not rows:
+            return []
+        dst_id, _v, dst_uidnext, dst_modseq, *_ = dst_box
+        modseq = dst_modseq + 1
+        pairs = [(row[1], uid) for uid, row in enumerate(rows, dst_uidnext)]
+        if move:
+            conn.executemany(
+                "UPDATE messages SET mailbox_id = ?, uid = ?, modseq = ? WHERE id = ?",
+                [(dst_id, new, modseq, row[0]) for new, row in enumerate(rows, dst_uidnext)],
+            )
+            same = src_box[0] == dst_id
+            src_modseq = modseq if same else src_box[3] + 1
+            conn.executemany(
+                "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET modseq = excluded.modseq",
+                [(src_box[0], old, src_modseq) for old, _new in pairs],
+            )
+            if not same:
+                conn.execute(
+                    "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?",
+                    (src_modseq, src_box[0]),
+                )
+            self._changes.append(Change(user, _folder_name(src), "expunge"))
+        else:
+            self._check_room(conn, user, sum(row[3] for row in rows))
+            conn.executemany(
+                _SQL_MESSAGE,
+                [
+                    (dst_id, new, blob, size, date, flags, modseq)
+                    for new, (_id, _old, blob, size, date, flags) in enumerate(rows, dst_uidnext)
+                ],
+            )
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+            (pairs[-1][1] + 1, modseq, dst_id),
+        )
+        self._changes.append(Change(user, _folder_name(dst), "exists"))
+        return pairs
+
+    async def copy_messages(
+        self, user: str, src: str, uids: Uids, dst: str
+    ) -> list[tuple[int, int]]:
+        if _is_empty(uids):
+            return []
+        return await self._write(self._transfer, user, src, uids, dst, False)
+
+    async def move_messages(
+        self, user: str, src: str, uids: Uids, dst: str
+    ) -> list[tuple[int, int]]:
+        if _is_empty(uids):
+            return []
+        return await self._write(self._transfer, user, src, uids, dst, True)
+
+    async def expunge(self, user: str, folder: str, uids: Uids | None = None) -> list[int]:
+        clause, params = _uid_clause(uids)
+
+        def job(conn: sqlite3.Connection) -> list[int]:
+            mailbox_id, _v, _n, highestmodseq, *_ = self._mailbox(conn, user, folder)
+            rows = conn.execute(
+                f"SELECT m.id, m.uid FROM messages m WHERE m.mailbox_id = ?{clause}"
+                f" AND {_DELETED} ORDER BY m.uid",
+                (mailbox_id, *params),
+            ).fetchall()
+            if not rows:
+                return []
+            modseq = highestmodseq + 1
+            conn.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
+            conn.executemany(
+                "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET modseq = excluded.modseq",
+                [(mailbox_id, uid, modseq) for _id, uid in rows],
+            )
+            conn.execute(
+                "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
+            )
+            self._changes.append(Change(user, _folder_name(folder), "expunge"))
+            return [uid for _id, uid in rows]
+
+        if _is_empty(uids):
+            return []
+        return await self._write(job, frees_blobs=True)
+
+    async def quota(self, user: str) -> tuple[int, int | None]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int | None]:
+            row = conn.execute(
+                "SELECT (SELECT coalesce(sum(bytes), 0) FROM mailboxes WHERE user_id = u.id),"
+                " u.quota FROM users u WHERE u.address = ?",
+                (user,),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no such user: {user}")
+            return row
+
+        return await self._lookup(read)
+
+    # --- IMAP: change notification ----------------------------------------------------------
+
+    def subscribe_changes(self, user: str) -> ChangeFeed:
+        feed = _Feed(self, user, asyncio.get_running_loop())
+        with self._feeds_lock:
+            self._feeds.setdefault(user, set()).add(feed)
+        return feed
+
+    def _unsubscribe(self, feed: _Feed) -> None:
+        with self._feeds_lock:
+            feeds = self._feeds.get(feed.user)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[feed.user]
 
     # --- outbound queue -----------------------------------------------------------------------
 
