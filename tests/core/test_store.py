@@ -10,7 +10,14 @@ import pytest
 from gomail.context import LocalDelivery
 from gomail.store import SPECIAL_FOLDERS, Alias, Delivery, StoreError
 from gomail.store.blobs import sha256_hex
-from gomail.store.sqlite import SqliteStore, connect, migrate, open_store, split_sql
+from gomail.store.sqlite import (
+    SqliteStore,
+    connect,
+    migrate,
+    migrations,
+    open_store,
+    split_sql,
+)
 
 DOMAIN = "example.org"
 
@@ -51,7 +58,8 @@ async def test_open_creates_wal_database(store: SqliteStore):
     assert store.db_path.is_file()
     conn = db(store)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    versions = [(number,) for number, _path in migrations()]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == versions
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     conn.close()
@@ -62,7 +70,7 @@ async def test_migrations_are_idempotent_on_reopen(tmp_path: Path):
         async with SqliteStore(tmp_path) as s:
             await s.add_domain(f"d{s.commits}-{len(await s.list_domains())}.example")
     conn = connect(tmp_path / "gomail.db")
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(migrations())
     assert migrate(conn) == []  # nothing left to apply
     conn.close()
     async with SqliteStore(tmp_path) as s:
