@@ -745,6 +745,13 @@ class _Reader:
 
     # -- strings ---------------------------------------------------------------------------
 
+    def at_literal(self) -> bool:
+        """True if a literal announcement ends this chunk here."""
+        if self.pos >= len(self.buf) or self.buf[self.pos] not in b"{~":
+            return False
+        m = _ANNOUNCEMENT.match(self.buf, self.pos)
+        return m is not None and m.end() == len(self.buf)
+
     def _literal(self) -> tuple[bytes, bool] | None:
         """If a literal announcement ends this chunk here, consume it and the literal."""
         if self.pos >= len(self.buf) or self.buf[self.pos] not in b"{~":
@@ -807,8 +814,7 @@ class _Reader:
         return data
 
     def astring(self, what: str = "a string") -> bytes:
-        c = self.peek()
-        if c == 0x22 or c in b"{~":
+        if self.peek() == 0x22 or self.at_literal():
             return self.string(what)
         data = self.run(_ASTRING)
         if not data:
@@ -847,8 +853,7 @@ class _Reader:
             raise ParseError(f"Bad mailbox name: {e}") from None
 
     def list_mailbox(self) -> str:
-        c = self.peek()
-        if c == 0x22 or c in b"{~":
+        if self.peek() == 0x22 or self.at_literal():
             data = self.string("a mailbox pattern")
         else:
             data = self.run(_LIST_CHARS)
@@ -1199,6 +1204,8 @@ def _append(r: _Reader, name: str) -> Append:
             raise ParseError("Expected the message as a literal")
         data, binary = lit
         if utf8:
+            if not binary:
+                raise ParseError("UTF8 APPEND data is a literal8 (~{n})")
             r.expect(b")")
         messages.append(AppendMessage(data, flags, date, binary, utf8))
     if not messages:
@@ -1291,7 +1298,7 @@ def _section(r: _Reader, binary: bool) -> Section:
             raise ParseError("Section part too deep")
     text = ".".join(items) or None
     headers: tuple[str, ...] = ()
-    if spec and not items and spec.endswith("."):
+    if spec and not all(spec.split(".")):
         raise ParseError("Bad section")
     if text is not None:
         if binary:
@@ -1501,7 +1508,7 @@ class _SearchParser:
         if name == "MODSEQ":
             r.sp()
             entry = entry_type = None
-            if r.peek() == ord('"') or r.peek() in b"{~":
+            if r.peek() == ord('"') or r.at_literal():
                 raw = r.string("a metadata entry name")
                 entry = r.text(raw, "entry name").lower()
                 r.sp()
