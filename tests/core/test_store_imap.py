@@ -201,6 +201,10 @@ async def test_rename_inbox_moves_its_messages(store: SqliteStore):
     assert folders["INBOX"].highestmodseq == inbox.highestmodseq + 1
     await deliver(store, message(9))
     assert [uid for uid, _ in await store.list_messages(USER)] == [4]
+    # INBOX may go below itself: only its messages move
+    await store.rename_folder(USER, "inbox", "INBOX/saved")
+    assert [uid for uid, _ in await store.list_messages(USER, "INBOX/saved")] == [4]
+    assert await store.list_messages(USER) == []
 
 
 async def test_delete_folder(store: SqliteStore):

@@ -1158,7 +1158,7 @@ class SqliteStore(Store):
                 ).fetchone()
             ):
                 raise FolderExists(f"folder {new_name} exists already")
-            if new_name.startswith(old_name + HIERARCHY_DELIMITER):
+            if old_name != "INBOX" and new_name.startswith(old_name + HIERARCHY_DELIMITER):
                 raise StoreError(f"cannot move folder {old_name} into itself")
             changes = self._changes
             for created in self._create_missing(conn, user_id, _parents(new_name)):
