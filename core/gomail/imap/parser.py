@@ -48,7 +48,7 @@ import binascii
 import bisect
 import datetime as _dt
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -105,6 +105,7 @@ __all__ = [
     "literal_announcement",
     "parse_command",
     "parse_wire",
+    "sasl_response",
 ]
 
 MAX_NUMBER = 2**32 - 1  # number / nz-number
@@ -195,6 +196,20 @@ def literal_announcement(line: bytes) -> LiteralAnnouncement | None:
     return LiteralAnnouncement(int(m.group(2)), bool(m.group(3)), bool(m.group(1)))
 
 
+def sasl_response(line: bytes) -> bytes | None:
+    """Decode a client line during AUTHENTICATE: the base64 data, or None for ``*`` (cancel).
+
+    Raises ParseError (answer ``TAG BAD``) for anything that is not base64.
+    """
+    line = line.rstrip(b"\r\n")
+    if line == b"*":
+        return None
+    try:
+        return base64.b64decode(line, validate=True)
+    except (binascii.Error, ValueError):
+        raise ParseError("Bad base64 in the SASL response") from None
+
+
 def is_done(line: bytes) -> bool:
     """True for the ``DONE`` line that ends IDLE (any case, CRLF optional)."""
     return line.rstrip(b"\r\n").upper() == b"DONE"
@@ -281,9 +296,18 @@ class SequenceSet:
 
     def contains(self, n: int, max_value: int) -> bool:
         """Membership without expanding (the ranges are resolved and bisected)."""
+        return self.membership(max_value)(n)
+
+    def membership(self, max_value: int) -> Callable[[int], bool]:
+        """A membership test resolved once, for testing many numbers."""
         spans = self.resolve(max_value)
-        i = bisect.bisect_right(spans, (n, MAX_NUMBER64)) - 1
-        return i >= 0 and spans[i][0] <= n <= spans[i][1]
+        starts = [lo for lo, _ in spans]
+
+        def test(n: int) -> bool:
+            i = bisect.bisect_right(starts, n) - 1
+            return i >= 0 and n <= spans[i][1]
+
+        return test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1431,9 +1455,16 @@ class _SearchParser:
     def __init__(self, r: _Reader, charset: str | None) -> None:
         self.r = r
         self.codec = "utf-8" if charset is None else CHARSETS[charset]
+        self.explicit_charset = charset is not None
 
     def value(self, what: str) -> str:
-        data = self.r.astring(what)
+        # After an explicit CHARSET, clients (iOS Mail among them) put 8-bit text in quoted
+        # strings as well as in literals; it is decoded with that charset.
+        saved, self.r.utf8 = self.r.utf8, self.r.utf8 or self.explicit_charset
+        try:
+            data = self.r.astring(what)
+        finally:
+            self.r.utf8 = saved
         try:
             return data.decode(self.codec)
         except UnicodeDecodeError:

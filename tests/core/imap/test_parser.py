@@ -59,6 +59,7 @@ from gomail.imap.parser import (
     literal_announcement,
     parse_command,
     parse_wire,
+    sasl_response,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1030,6 +1031,23 @@ def test_parse_wire_checks_literal_length_and_trailing_data():
         parse_wire(b"a NOOP\r\nb NOOP\r\n")
 
 
+def test_eight_bit_quoted_search_strings_need_a_charset():
+    cmd = parse_wire(b'a SEARCH CHARSET UTF-8 SUBJECT "Gr\xc3\xbc\xc3\x9fe"')
+    assert cmd.args.key == SearchHeader("subject", "Grüße")
+    cmd = parse_wire(b'a SEARCH CHARSET ISO-8859-1 FROM "J\xfcrgen"')
+    assert cmd.args.key == SearchHeader("from", "Jürgen")
+    with pytest.raises(ParseError):
+        parse_wire(b'a SEARCH SUBJECT "Gr\xc3\xbc\xc3\x9fe"')
+
+
+def test_sasl_response():
+    assert sasl_response(b"AGFsaWNlAHNlY3JldA==\r\n") == b"\0alice\0secret"
+    assert sasl_response(b"") == b""
+    assert sasl_response(b"*") is None
+    with pytest.raises(ParseError):
+        sasl_response(b"not base64!")
+
+
 def test_is_done():
     assert is_done(b"DONE\r\n") and is_done(b"done") and not is_done(b"a NOOP")
 
@@ -1104,8 +1122,9 @@ def test_sequence_set_membership_equals_expansion(text, max_value):
         lo, hi = min(lo, hi), max(lo, hi)
         naive.update(n for n in range(lo, hi + 1) if 1 <= n <= max_value)
     assert set(expanded) == naive
+    member = seqset.membership(max_value)
     for n in range(0, 47):
-        assert seqset.contains(n, max_value) == (n in naive)
+        assert seqset.contains(n, max_value) == member(n) == (n in naive)
 
 
 # ---------------------------------------------------------------------------------------------
