@@ -39,7 +39,7 @@ import yaml
 PASSWORD = "secret-pw"
 HOSTNAME = "mx.gomail.test"
 MAX_SIZE = 1 << 20  # what the test servers advertise as SIZE
-LISTENERS = ("mx", "submission", "smtps")
+LISTENERS = ("mx", "submission", "smtps", "imap", "imaps")
 IDN_DOMAIN = "bücher.example"
 IDN_ACE = "xn--bcher-kva.example"
 

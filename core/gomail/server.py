@@ -24,7 +24,8 @@ log = logging.getLogger("gomail")
 # Where a listener goes when the process may not bind the privileged port it asks for.
 UNPRIVILEGED = {25: 2525, 587: 2587, 465: 2465, 143: 2143, 993: 2993, 80: 8080, 443: 8443}
 SHUTDOWN_GRACE = 30.0
-SMTP_LISTENERS = ("mx", "submission", "smtps")
+# Listeners that are not SMTP (and so not in the pipeline file): name -> (default port, TLS).
+PROTOCOL_LISTENERS = {"imap": (143, "starttls"), "imaps": (993, "implicit")}
 
 
 def may_bind(port: int) -> bool:
@@ -44,9 +45,9 @@ def may_bind(port: int) -> bool:
 def resolve_addresses(config: Config, pipes: PipelineSet) -> dict[str, tuple[str, int]]:
     """Each listener's (host, port): from --listen/config, else the pipeline file's, moved to
     an unprivileged port when the privileged one cannot be bound."""
-    unknown = set(config.listen) - set(pipes.listeners)
+    unknown = set(config.listen) - set(pipes.listeners) - set(PROTOCOL_LISTENERS)
     if unknown:
-        known = ", ".join(sorted(pipes.listeners)) or "none"
+        known = ", ".join(sorted([*pipes.listeners, *PROTOCOL_LISTENERS])) or "none"
         raise ConfigError(
             f"listen: no listener named {', '.join(sorted(unknown))} in {pipes.path} "
             f"(listeners: {known})"
@@ -59,6 +60,11 @@ def resolve_addresses(config: Config, pipes: PipelineSet) -> dict[str, tuple[str
             out[name] = (ln.host, UNPRIVILEGED.get(ln.port, ln.port + 10000))
         else:
             out[name] = (ln.host, ln.port)
+    for name, (port, _tls) in PROTOCOL_LISTENERS.items():
+        if name in config.listen:
+            out[name] = config.listen[name]
+        else:
+            out[name] = ("0.0.0.0", port if may_bind(port) else UNPRIVILEGED[port])
     return out
 
 
@@ -78,6 +84,7 @@ class Server:
         self.addresses = resolve_addresses(config, self.pipes)
         self.handlers: list[Handler] = []
         self.servers: list[asyncio.base_events.Server] = []
+        self.imap: list = []  # gomail.imap.server.ImapListener
         self.app: App | None = None
 
     async def start(self) -> None:
@@ -110,7 +117,21 @@ class Server:
                 extra={"fields": {"listener": name, "address": bound, "pipeline": ln.pipeline,
                                   "tls": ln.tls, "auth": ln.auth}},
             )  # fmt: skip
+        await self._start_imap(app, tls)
         app.emit(events.SERVER_STARTED, version=__version__)
+
+    async def _start_imap(self, app: App, tls) -> None:
+        from gomail.imap.server import ImapListener
+
+        for name, (_port, mode) in PROTOCOL_LISTENERS.items():
+            host, port = self.addresses[name]
+            listener = ImapListener(app, name, tls, implicit_tls=mode == "implicit")
+            await listener.start(host, port)
+            self.imap.append(listener)
+            log.info(
+                "listening",
+                extra={"fields": {"listener": name, "address": listener.address, "tls": mode}},
+            )
 
     def _factory(self, handler: Handler, ln: Listener, tls):
         cfg = self.config
@@ -141,6 +162,8 @@ class Server:
         app.emit(events.SERVER_STOPPING)
         for srv in self.servers:
             srv.close()
+        for imap in self.imap:
+            imap.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
         while loop.time() < deadline:
@@ -157,6 +180,8 @@ class Server:
                         pass
                     conn.transport.close()
         await asyncio.sleep(0)
+        for imap in self.imap:
+            await imap.stop()
         for _name, impl in self.plugins.impls("shutdown"):
             try:
                 await impl.function(**{n: app for n in impl.argnames})

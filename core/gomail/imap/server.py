@@ -1,0 +1,77 @@
+"""IMAP listeners: accept connections and run an IMAP session on each.
+
+``gomail run`` makes one :class:`ImapListener` per IMAP listener (``imap`` with STARTTLS,
+``imaps`` with implicit TLS) and stops them on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gomail.app import App
+
+log = logging.getLogger("gomail.imap")
+
+
+class ImapListener:
+    """One listening socket and the sessions on it."""
+
+    def __init__(
+        self, app: App, name: str, tls_context: ssl.SSLContext, implicit_tls: bool
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.tls_context = tls_context
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.base_events.Server | None = None
+        self.sessions: set[asyncio.Task] = set()
+
+    @property
+    def address(self) -> str:
+        if self.server is None or not self.server.sockets:
+            return ""
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(
+            self._serve,
+            host,
+            port,
+            ssl=self.tls_context if self.implicit_tls else None,
+            reuse_address=True,
+            backlog=1024,
+            limit=64 * 1024,
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from gomail.imap.session import ImapSession
+
+        task = asyncio.current_task()
+        self.sessions.add(task)
+        try:
+            await ImapSession(self.app, self, reader, writer).run()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("IMAP session failed")
+        finally:
+            self.sessions.discard(task)
+            writer.close()
+
+    def close(self) -> None:
+        """Stop accepting connections."""
+        if self.server is not None:
+            self.server.close()
+
+    async def stop(self) -> None:
+        """Close every session (each says BYE if it can) and wait for them, bounded."""
+        self.close()
+        for task in list(self.sessions):
+            task.cancel()
+        if self.sessions:
+            await asyncio.wait(set(self.sessions), timeout=5)
