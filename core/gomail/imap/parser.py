@@ -454,7 +454,8 @@ class Section:
     """A BODY[...] / BINARY[...] section: ``part`` numbers, then an optional ``text`` spec.
 
     ``text`` is one of HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME or None;
-    ``headers`` the field names for HEADER.FIELDS[.NOT], upper case.
+    ``headers`` the field names for HEADER.FIELDS[.NOT] as the client spelled them (the
+    response echoes them; compare them case-insensitively), duplicates dropped.
     """
 
     part: tuple[int, ...] = ()
@@ -1338,7 +1339,7 @@ def _section(r: _Reader, binary: bool) -> Section:
             while True:
                 raw = r.astring("a header field name")
                 try:
-                    field_name = raw.decode("ascii").upper()
+                    field_name = raw.decode("ascii")
                 except UnicodeDecodeError:
                     raise ParseError("Header field names are ASCII") from None
                 if not field_name or any(c in field_name for c in ": \t\r\n\0"):
@@ -1347,7 +1348,10 @@ def _section(r: _Reader, binary: bool) -> Section:
                 if r.maybe(b")"):
                     break
                 r.sp()
-            headers = tuple(dict.fromkeys(names))
+            first: dict[str, str] = {}
+            for n in names:
+                first.setdefault(n.upper(), n)
+            headers = tuple(first.values())
     r.expect(b"]", "']' ending the section")
     return Section(tuple(part), text, headers)
 

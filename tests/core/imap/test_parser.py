@@ -78,20 +78,20 @@ def fa(name, section=None, partial=None, peek=False):
 
 
 THUNDERBIRD_HEADERS = (
-    "FROM",
-    "TO",
-    "CC",
-    "BCC",
-    "SUBJECT",
-    "DATE",
-    "MESSAGE-ID",
-    "PRIORITY",
-    "X-PRIORITY",
-    "REFERENCES",
-    "NEWSGROUPS",
-    "IN-REPLY-TO",
-    "CONTENT-TYPE",
-    "REPLY-TO",
+    "From",
+    "To",
+    "Cc",
+    "Bcc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Priority",
+    "X-Priority",
+    "References",
+    "Newsgroups",
+    "In-Reply-To",
+    "Content-Type",
+    "Reply-To",
 )
 TZ_MINUS_8 = dt.timezone(-dt.timedelta(hours=8))
 
@@ -376,7 +376,7 @@ GOOD = [
                 (
                     fa(
                         "BODY",
-                        Section((1, 2), "HEADER.FIELDS.NOT", ("RECEIVED", "X-SPAM")),
+                        Section((1, 2), "HEADER.FIELDS.NOT", ("Received", "X-Spam")),
                         (0, 2048),
                     ),
                 ),
@@ -1131,6 +1131,11 @@ def test_sequence_set_membership_equals_expansion(text, max_value):
 # FETCH item names in responses
 
 
+def test_header_field_duplicates_dropped_first_spelling_kept():
+    cmd = parse_command(b"a FETCH 1 BODY[HEADER.FIELDS (From to FROM Subject)]")
+    assert cmd.args.attributes[0].section.headers == ("From", "to", "Subject")
+
+
 def test_fetch_response_names():
     cmd = parse_command(
         b'a FETCH 1 (BODY.PEEK[1.2.HEADER.FIELDS (From "X*Y")]<10.20> BINARY.PEEK[3] '
@@ -1138,7 +1143,7 @@ def test_fetch_response_names():
     )
     names = [a.response_name() for a in cmd.args.attributes]
     assert names == [
-        'BODY[1.2.HEADER.FIELDS (FROM "X*Y")]<10>',
+        'BODY[1.2.HEADER.FIELDS (From "X*Y")]<10>',
         "BINARY[3]",
         "BODY[]",
         "BINARY.SIZE[2]",
