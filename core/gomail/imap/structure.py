@@ -26,6 +26,9 @@ tolerated) and never raises on malformed input. The MIME scanner is our own, not
 Unlike Dovecot we do not ignore Content-* fields when MIME-Version is missing: mail without it
 that declares a multipart is shown as one, as most clients show it.
 
+The three texts are complete IMAP values, parentheses included: a FETCH response puts them
+after ``ENVELOPE ``, ``BODY `` and ``BODYSTRUCTURE `` as they are.
+
 Sizes are octets of the body as stored (the line break before a boundary excluded), lines are
 the number of LF octets in it. Strings are IMAP quoted strings, or literals when they hold
 CR, LF or 8-bit octets (a UTF-8 header is sent as a literal, RFC 2047 encoded-words are sent as
@@ -155,6 +158,25 @@ def first_values(raw: bytes, start: int, end: int, names: frozenset[str]) -> dic
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?= \t')
 
 
+def _comment_end(s: str, i: int) -> int:
+    """Index after the (nested) comment that starts at s[i] == '('; len(s) if unterminated."""
+    n = len(s)
+    depth = 0
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
 def _skip_cfws(s: str, i: int) -> int:
     n = len(s)
     while i < n:
@@ -162,20 +184,7 @@ def _skip_cfws(s: str, i: int) -> int:
         if c in " \t\r\n":
             i += 1
         elif c == "(":
-            depth = 0
-            while i < n:
-                c = s[i]
-                if c == "\\":
-                    i += 2
-                    continue
-                if c == "(":
-                    depth += 1
-                elif c == ")":
-                    depth -= 1
-                    if depth == 0:
-                        i += 1
-                        break
-                i += 1
+            i = _comment_end(s, i)
         else:
             break
     return i
@@ -364,7 +373,7 @@ def _tokenize(s: str) -> list[_Tok]:
             toks.append(_Tok("q", text, s[i:j], i, j))
             i = j
         elif c == "(":
-            j = _skip_cfws(s, i)
+            j = _comment_end(s, i)
             inner = s[i + 1 : j - 1] if s[j - 1 : j] == ")" else s[i + 1 : j]
             toks.append(_Tok("c", re.sub(r"\\(.)", r"\1", inner).strip(), s[i:j], i, j))
             i = max(j, i + 1)
@@ -514,19 +523,23 @@ def _envelope(raw: bytes, start: int, end: int) -> str:
     frm = _address_list(f.get("from"))
     sender = _address_list(f.get("sender"))
     reply_to = _address_list(f.get("reply-to"))
-    return " ".join(
-        (
-            _q(f.get("date")),
-            _q(f.get("subject")),
-            frm,
-            frm if sender == "NIL" else sender,
-            frm if reply_to == "NIL" else reply_to,
-            _address_list(f.get("to")),
-            _address_list(f.get("cc")),
-            _address_list(f.get("bcc")),
-            _q(f.get("in-reply-to")),
-            _q(f.get("message-id")),
+    return (
+        "("
+        + " ".join(
+            (
+                _q(f.get("date")),
+                _q(f.get("subject")),
+                frm,
+                frm if sender == "NIL" else sender,
+                frm if reply_to == "NIL" else reply_to,
+                _address_list(f.get("to")),
+                _address_list(f.get("cc")),
+                _address_list(f.get("bcc")),
+                _q(f.get("in-reply-to")),
+                _q(f.get("message-id")),
+            )
         )
+        + ")"
     )
 
 
@@ -702,7 +715,7 @@ class _Scanner:
             part.kind = "message"
 
 
-_NIL_ENVELOPE = " ".join(["NIL"] * 10)
+_NIL_ENVELOPE = "(" + " ".join(["NIL"] * 10) + ")"
 
 
 def _headerless(start: int, end: int) -> _Part:
@@ -765,7 +778,7 @@ def _body_text(raw: bytes, part: _Part, extended: bool) -> str:
         str(part.be - part.bs),
     ]
     if part.kind == "message" and part.message is not None:
-        items.append(f"({part.message.envelope})")
+        items.append(part.message.envelope or _NIL_ENVELOPE)
         items.append(_body_text(raw, part.message, extended))
         items.append(str(raw.count(b"\n", part.bs, part.be)))
     elif is_text:
@@ -816,7 +829,7 @@ def analyse(raw: bytes) -> Structure:
     """Parse once, return ENVELOPE, BODY, BODYSTRUCTURE texts and the part map."""
     root = _parse(raw)
     return Structure(
-        root.envelope or "",
+        root.envelope or _NIL_ENVELOPE,
         _body_text(raw, root, False),
         _body_text(raw, root, True),
         _node(root),
@@ -824,10 +837,7 @@ def analyse(raw: bytes) -> Structure:
 
 
 def envelope(raw: bytes) -> str:
-    """The ENVELOPE text (without the FETCH item name), e.g. ``"date" "subject" ((...)) …``.
-
-    It is the content of the parentheses: send ``ENVELOPE (`` + text + ``)``.
-    """
+    """The ENVELOPE value, parentheses included: ``("date" "subject" (("name" NIL …)) …)``."""
     return _envelope(raw, 0, header_end(raw))
 
 

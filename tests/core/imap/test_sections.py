@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email
+import email.policy
 import random
 
 import pytest
@@ -345,3 +347,26 @@ def test_random_sections_never_raise():
         text_for_index(raw, pm)
         header_values(raw, "subject")
         sent_date(raw)
+
+
+def _leaves(node, out):
+    if "p" in node:
+        for c in node["p"]:
+            _leaves(c, out)
+    elif "m" in node:
+        _leaves(node["m"], out)
+    else:
+        out.append(node)
+    return out
+
+
+@pytest.mark.parametrize("raw", [SIMPLE, COMPLEX.replace(b"x-uuencode", b"7bit")])
+def test_parts_agree_with_the_email_package(raw):
+    """On well-formed MIME our scanner and the stdlib parser find the same decoded parts."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    theirs = [p.get_payload(decode=True) for p in msg.walk() if not p.is_multipart()]
+    ours = [
+        decode_transfer(raw[n["b"][0] : n["b"][1]], n.get("e")) for n in _leaves(part_map(raw), [])
+    ]
+    assert len(ours) == (1 if raw is SIMPLE else 6)
+    assert ours == theirs

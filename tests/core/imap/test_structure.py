@@ -53,13 +53,13 @@ MIME-Version: 1.0
 def test_rfc3501_envelope_example():
     raw = RFC3501_HEADER + b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n\r\nHi\r\n"
     assert envelope(raw) == (
-        '"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "IMAP4rev1 WG mtg summary and minutes" '
+        '("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "IMAP4rev1 WG mtg summary and minutes" '
         '(("Terry Gray" NIL "gray" "cac.washington.edu")) '
         '(("Terry Gray" NIL "gray" "cac.washington.edu")) '
         '(("Terry Gray" NIL "gray" "cac.washington.edu")) '
         '((NIL NIL "imap" "cac.washington.edu")) '
         '((NIL NIL "minutes" "CNRI.Reston.VA.US")("John Klensin" NIL "KLENSIN" "MIT.EDU")) '
-        'NIL NIL "<B27397-0100000@cac.washington.edu>"'
+        'NIL NIL "<B27397-0100000@cac.washington.edu>")'
     )
 
 
@@ -155,11 +155,11 @@ def test_multipart_alternative():
         '("text" "html" ("charset" "utf-8") NIL NIL "quoted-printable" 73 0) "alternative")'
     )
     assert s.envelope == (
-        '"Tue, 03 Mar 2026 12:00:00 +0100" "Lunch?" '
+        '("Tue, 03 Mar 2026 12:00:00 +0100" "Lunch?" '
         '(("Alice Example" NIL "alice" "example.org")) '
         '(("Alice Example" NIL "alice" "example.org")) '
         '(("Alice Example" NIL "alice" "example.org")) '
-        '(("Bob" NIL "bob" "example.net")) NIL NIL NIL "<alt-1@example.org>"'
+        '(("Bob" NIL "bob" "example.net")) NIL NIL NIL "<alt-1@example.org>")'
     )
     plain = s.part_map["p"][0]
     assert body_of(ALTERNATIVE, plain) == b"Shall we have lunch at caf=C3=A9 Pr=C3=BCfer?"
@@ -282,10 +282,10 @@ Content-Type: text/html; charset=us-ascii
 def test_nested_message_rfc822():
     s = analyse(NESTED)
     inner_env = (
-        '"Mon, 02 Mar 2026 08:00:00 +0000" "original" '
+        '("Mon, 02 Mar 2026 08:00:00 +0000" "original" '
         '(("Frank" NIL "frank" "example.net")) (("Frank" NIL "frank" "example.net")) '
         '(("Frank" NIL "frank" "example.net")) ((NIL NIL "list" "example.org")) NIL NIL '
-        '"<earlier@example.net>" "<inner@example.net>"'
+        '"<earlier@example.net>" "<inner@example.net>")'
     )
     pm = s.part_map
     msg_part = pm["p"][1]
@@ -296,7 +296,7 @@ def test_nested_message_rfc822():
     assert body_of(NESTED, msg_part).endswith(b"--inner--")
     assert s.bodystructure == (
         '(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 10 0 NIL NIL NIL NIL)'
-        f'("message" "rfc822" NIL NIL "forwarded message" "7bit" {size} ({inner_env}) '
+        f'("message" "rfc822" NIL NIL "forwarded message" "7bit" {size} {inner_env} '
         '(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0 NIL NIL NIL NIL)'
         '("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 11 0 NIL NIL NIL NIL)'
         ' "alternative" ("boundary" "inner") NIL NIL NIL)'
@@ -379,6 +379,11 @@ def test_address_forms():
     assert addrs("Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>") == [
         ("Pete", None, "pete", "silly.test")
     ]
+    assert addrs("a@b.c (Name (nested)) , c@d.e (Other)") == [
+        ("Name (nested)", None, "a", "b.c"),
+        ("Other", None, "c", "d.e"),
+    ]
+    assert addrs("a@b.c (unterminated") == [("unterminated", None, "a", "b.c")]
     assert addrs("user@[192.0.2.1]") == [(None, None, "user", "[192.0.2.1]")]
     # broken addresses never look like group markers
     assert addrs("localonly") == [(None, None, "localonly", "MISSING_DOMAIN")]
@@ -392,12 +397,12 @@ def test_envelope_defaults_and_nil():
     env = envelope(raw)
     a = '((NIL NIL "a" "example.org"))'
     # sender and reply-to fall back to from when absent or empty; an empty subject is ""
-    assert env == f'NIL "" {a} {a} {a} NIL NIL NIL NIL NIL'
-    assert envelope(b"") == "NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL"
+    assert env == f'(NIL "" {a} {a} {a} NIL NIL NIL NIL NIL)'
+    assert envelope(b"") == "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
     raw = crlf("From: a@example.org\nSender: s@example.org\nReply-To: r@example.org\n\n")
     assert envelope(raw) == (
-        f'NIL NIL {a} ((NIL NIL "s" "example.org")) ((NIL NIL "r" "example.org")) '
-        "NIL NIL NIL NIL NIL"
+        f'(NIL NIL {a} ((NIL NIL "s" "example.org")) ((NIL NIL "r" "example.org")) '
+        "NIL NIL NIL NIL NIL)"
     )
 
 
@@ -408,7 +413,7 @@ def test_envelope_encoded_words_kept_and_folding_removed():
     )
     env = envelope(raw)
     assert env.startswith(
-        'NIL "=?utf-8?q?Gr=C3=BC=C3=9Fe?= =?utf-8?q?_aus_K=C3=B6ln?=" '
+        '(NIL "=?utf-8?q?Gr=C3=BC=C3=9Fe?= =?utf-8?q?_aus_K=C3=B6ln?=" '
         '(("=?iso-8859-1?q?J=F6rg?=" NIL "joerg" "example.de"))'
     )
     assert '(("say \\"hi\\"" NIL "x" "y.z"))' in env
@@ -417,16 +422,18 @@ def test_envelope_encoded_words_kept_and_folding_removed():
 def test_envelope_utf8_header_is_a_literal():
     raw = crlf("Subject: Grüße\nFrom: Jörg <jörg@bücher.example>\n\nhi\n")
     env = envelope(raw)
-    assert env.startswith("NIL {7}\r\nGrüße (({5}\r\nJörg NIL {5}\r\njörg {15}\r\nbücher.example))")
+    assert env.startswith(
+        "(NIL {7}\r\nGrüße (({5}\r\nJörg NIL {5}\r\njörg {15}\r\nbücher.example))"
+    )
     assert len("Grüße".encode()) == 7
     # not UTF-8 at all: replaced, so the text is still valid UTF-8 that can be stored
     env = envelope(b"Subject: caf\xe9\r\n\r\n")
-    assert env.startswith("NIL {6}\r\ncaf\ufffd NIL")
+    assert env.startswith("(NIL {6}\r\ncaf\ufffd NIL")
 
 
 def test_envelope_first_field_wins_and_headers_only_message():
     raw = b"Subject: one\r\nSubject: two\r\nMessage-ID: <x@y>"
-    assert envelope(raw) == 'NIL "one" NIL NIL NIL NIL NIL NIL NIL "<x@y>"'
+    assert envelope(raw) == '(NIL "one" NIL NIL NIL NIL NIL NIL NIL "<x@y>")'
 
 
 # ---------------------------------------------------------------------------------------------
