@@ -27,6 +27,11 @@ When ``add_line`` rejects an announced literal, ``error.literal`` holds the anno
 synchronizing literal the client sends nothing more, for a non-synchronizing one (LITERAL+)
 the connection must skip ``error.literal.size`` bytes or close the connection.
 
+Outside commands: ``sasl_response(line)`` decodes an AUTHENTICATE continuation line (None
+for ``*``, the client's cancel) and ``is_done(line)`` recognises the ``DONE`` that ends IDLE.
+A line longer than ``limits.max_line`` must be cut off by the reader; the connection then
+skips to the next CRLF and answers with the ``ParseError`` that ``add_line`` raises for it.
+
 Lower level: ``literal_announcement(line)`` tells whether a line ends with ``{n}``, ``{n+}``
 or ``~{n}``; ``parse_command(parts, utf8=..., limits=...)`` parses a list that alternates line
 chunks (bytes, without CRLF) and ``Literal`` objects; ``parse_wire(data)`` parses a command as
@@ -1779,8 +1784,14 @@ class CommandBuffer:
         literals = len(self.parts) // 2 + 1
         limit = self.limits.max_append if self.name == "APPEND" else self.limits.max_literal
         if announced.size > limit:
-            code = "TOOBIG" if self.name == "APPEND" else None
-            raise self._error("Literal too big", code=code, literal=announced)
+            if self.name == "APPEND":  # RFC 7889: NO [TOOBIG]
+                raise self._error(
+                    f"Message over the APPENDLIMIT of {limit} bytes",
+                    code="TOOBIG",
+                    status="NO",
+                    literal=announced,
+                )
+            raise self._error("Literal too big", literal=announced)
         if literals > self.limits.max_literals:
             raise self._error("Too many literals", literal=announced)
         if self.name != "APPEND":

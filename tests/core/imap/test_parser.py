@@ -976,7 +976,7 @@ def test_command_buffer_limits():
         CommandBuffer(limits).add_line(b"a9 APPEND INBOX {101+}")
     assert info.value.code == "TOOBIG"
     assert info.value.literal == LiteralAnnouncement(101, True, False)
-    assert info.value.response() == b"a9 BAD [TOOBIG] Literal too big\r\n"
+    assert info.value.response() == b"a9 NO [TOOBIG] Message over the APPENDLIMIT of 100 bytes\r\n"
 
     buf = CommandBuffer(limits)
     assert buf.add_line(b"a APPEND INBOX {100}")  # APPEND has its own limit
