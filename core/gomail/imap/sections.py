@@ -204,11 +204,23 @@ _BLANK_ONLY = re.compile(r"[ \t\r\n]*")
 
 
 def _codec(charset: str) -> str:
+    """The Python codec of a MIME charset name; UTF-8 for unknown ones and non-text codecs."""
     charset = charset.partition("*")[0].strip().lower()  # RFC 2231 language suffix
     try:
-        return codecs.lookup(charset).name
-    except LookupError:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
         return "utf-8"
+    if not getattr(info, "_is_text_encoding", True):
+        return "utf-8"  # base64, zlib, rot13 ... are not charsets
+    return info.name
+
+
+def _decode(data: bytes, charset: str) -> str:
+    """Bytes in a MIME charset to str; never raises (bad octets replaced)."""
+    try:
+        return data.decode(_codec(charset), "replace")
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return data.decode("utf-8", "replace")  # idna, punycode, undefined ...
 
 
 def _word_bytes(encoding: str, text: str) -> bytes:
@@ -242,7 +254,7 @@ def decode_words(value: str) -> str:
 
     def flush() -> None:
         if pending:
-            out.append(b"".join(pending).decode(pending_codec, "replace"))
+            out.append(_decode(b"".join(pending), pending_codec))
             pending.clear()
 
     for m in _ENCODED_WORD.finditer(value):
@@ -308,7 +320,7 @@ def html_to_text(markup: str) -> str:
 
 def _decode_text(data: bytes, charset: str | None) -> str:
     if charset:
-        return data.decode(_codec(charset), "replace")
+        return _decode(data, charset)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

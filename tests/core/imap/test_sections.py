@@ -317,6 +317,10 @@ def test_text_for_index_charsets():
     assert text_for_index(raw).strip() == "Привет"
     raw = b"Content-Type: text/plain; charset=no-such\r\n\r\nplain\r\n"
     assert text_for_index(raw).strip() == "plain"
+    for charset in ("base64", "zlib", "rot13", "idna", "punycode", "undefined", "uu"):
+        raw = b"Content-Type: text/plain; charset=%s\r\n\r\nok\xff\r\n" % charset.encode()
+        assert text_for_index(raw).startswith("ok"), charset
+        assert decode_words(f"=?{charset}?q?ok=FF?=").startswith("ok"), charset
     raw = b"Content-Type: image/png\r\n\r\n\x89PNG"
     assert text_for_index(raw) == ""
 
@@ -370,3 +374,25 @@ def test_parts_agree_with_the_email_package(raw):
     ]
     assert len(ours) == (1 if raw is SIMPLE else 6)
     assert ours == theirs
+
+
+def test_hypothesis_helpers_never_raise():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    charsets = st.sampled_from(["utf-8", "base64", "idna", "x-none", "koi8-r", "utf-16", ""])
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(st.binary(max_size=600), charsets, st.text(max_size=60))
+    def run(body, charset, word):
+        raw = b"Subject: =?%s?q?%s?=\r\nContent-Type: text/html; charset=%s\r\n\r\n" % (
+            charset.encode(),
+            word.encode("utf-8", "replace"),
+            charset.encode(),
+        )
+        raw += body
+        header_values(raw, "subject")
+        text_for_index(raw)
+        sent_date(raw)
+        decode_words(word)
+
+    run()
