@@ -95,6 +95,24 @@ def _q(value: str | None) -> str:
     return _wire_quote(value.replace("\0", "")).decode("utf-8")
 
 
+_WSP_RUN = re.compile(r"[ \t\r\n]+")
+
+
+def _qh(value: str | None) -> str:
+    """An nstring for humans (subjects, display names), as Dovecot writes them.
+
+    Runs of white space become one space and the ends are trimmed; a value with a quote,
+    a backslash or 8-bit text is sent as a literal rather than escaped, since some clients
+    mishandle escapes.
+    """
+    if value is None:
+        return "NIL"
+    value = _WSP_RUN.sub(" ", value.replace("\0", "")).strip(" ")
+    if value.isascii() and _PLAIN(value) and len(value) <= 1024:
+        return f'"{value}"'
+    return f"{{{len(value.encode('utf-8'))}}}\r\n{value}"
+
+
 def unfold(value: str) -> str:
     """An unfolded header value: line breaks removed, outer white space trimmed."""
     return _FOLD.sub("", value).replace("\r\n", "").replace("\n", "").strip(" \t\r")
@@ -509,7 +527,7 @@ def _address_list(value: str | None) -> str:
     addrs = parse_address_list(value)
     if not addrs:
         return "NIL"
-    return "(" + "".join("(" + " ".join(_q(x) for x in a) + ")" for a in addrs) + ")"
+    return "(" + "".join(f"({_qh(a[0])} {_q(a[1])} {_q(a[2])} {_q(a[3])})" for a in addrs) + ")"
 
 
 _ENVELOPE_FIELDS = frozenset(
@@ -528,7 +546,7 @@ def _envelope(raw: bytes, start: int, end: int) -> str:
         + " ".join(
             (
                 _q(f.get("date")),
-                _q(f.get("subject")),
+                _qh(f.get("subject")),
                 frm,
                 frm if sender == "NIL" else sender,
                 frm if reply_to == "NIL" else reply_to,
@@ -640,7 +658,6 @@ class _Scanner:
         # -- header: up to the empty line, or to a boundary line that ends the part early
         stop = self.find(pos, stack)
         limit = n if stop is None else stop.line
-        m = None
         if raw.startswith(b"\r\n", pos):
             he, fields_end = pos + 2, pos
         elif raw.startswith(b"\n", pos):

@@ -416,7 +416,16 @@ def test_envelope_encoded_words_kept_and_folding_removed():
         '(NIL "=?utf-8?q?Gr=C3=BC=C3=9Fe?= =?utf-8?q?_aus_K=C3=B6ln?=" '
         '(("=?iso-8859-1?q?J=F6rg?=" NIL "joerg" "example.de"))'
     )
-    assert '(("say \\"hi\\"" NIL "x" "y.z"))' in env
+    # as Dovecot: a display name or subject with a quote goes out as a literal, not escaped
+    assert '(({8}\r\nsay "hi" NIL "x" "y.z"))' in env
+
+
+def test_envelope_subject_whitespace_for_humans():
+    raw = crlf('Subject:  tabs\tand   runs \n\tfolded  \nMessage-ID: <a\\"b@c>\n\n')
+    # subjects and names have white space runs collapsed (Dovecot); other strings are escaped
+    assert (
+        envelope(raw) == '(NIL "tabs and runs folded" NIL NIL NIL NIL NIL NIL NIL "<a\\\\\\"b@c>")'
+    )
 
 
 def test_envelope_utf8_header_is_a_literal():
