@@ -629,8 +629,9 @@ def check_consistent(raw: bytes) -> None:
     assert s.body.startswith("(") and s.bodystructure.startswith("(")
     assert s.body.count("(") <= s.bodystructure.count("(")
     assert json.loads(json.dumps(s.part_map)) == s.part_map
-    s.bodystructure.encode("utf-8")
-    s.envelope.encode("utf-8")
+    assert len(parse_imap(s.envelope)) == 10
+    check_body(parse_imap(s.body), False)
+    check_body(parse_imap(s.bodystructure), True)
     for node in walk(s.part_map, []):
         hs, he = node["h"]
         bs, be = node["b"]
@@ -712,3 +713,110 @@ def _timed(fn, arg):
     t = time.perf_counter()
     fn(arg)
     return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------------------------
+# The texts are valid IMAP: balanced lists, quoted strings and exact literal lengths
+
+
+def parse_imap(text: str):
+    """Parse an IMAP value (lists, NIL, numbers, quoted strings, literals) strictly."""
+    data = text.encode("utf-8")
+    pos = 0
+
+    def value():
+        nonlocal pos
+        c = data[pos : pos + 1]
+        if c == b"(":
+            pos += 1
+            items = []
+            while data[pos : pos + 1] != b")":
+                if items:
+                    assert data[pos : pos + 1] == b" " or data[pos - 1 : pos] == b")", data[pos:]
+                    if data[pos : pos + 1] == b" ":
+                        pos += 1
+                items.append(value())
+            pos += 1
+            return items
+        if c == b'"':
+            pos += 1
+            out = bytearray()
+            while data[pos : pos + 1] != b'"':
+                ch = data[pos : pos + 1]
+                assert ch and ch not in (b"\r", b"\n") and ch[0] < 0x80, data[pos:]
+                if ch == b"\\":
+                    pos += 1
+                    assert data[pos : pos + 1] in (b'"', b"\\")
+                out += data[pos : pos + 1]
+                pos += 1
+            pos += 1
+            return out.decode()
+        if c == b"{":
+            end = data.index(b"}\r\n", pos)
+            n = int(data[pos + 1 : end])
+            pos = end + 3 + n
+            assert pos <= len(data)
+            return data[end + 3 : pos].decode("utf-8")
+        if data.startswith(b"NIL", pos):
+            pos += 3
+            return None
+        end = pos
+        while data[end : end + 1].isdigit():
+            end += 1
+        assert end > pos, data[pos:]
+        number = int(data[pos:end])
+        pos = end
+        return number
+
+    result = value()
+    assert pos == len(data), data[pos:]
+    return result
+
+
+def check_body(b, extended):
+    assert isinstance(b, list)
+    if isinstance(b[0], list):  # multipart: parts, then subtype
+        k = 0
+        while isinstance(b[k], list):
+            check_body(b[k], extended)
+            k += 1
+        assert isinstance(b[k], str)
+        assert len(b) - k == (5 if extended else 1)
+        return
+    assert all(isinstance(x, str) for x in (b[0], b[1], b[5]))  # type, subtype, encoding
+    assert isinstance(b[6], int)
+    kind = (b[0].lower(), b[1].lower())
+    basic = 7
+    if kind[0] == "text":
+        basic = 8
+        assert isinstance(b[7], int)
+    elif kind == ("message", "rfc822"):
+        basic = 10
+        assert len(b[7]) == 10
+        check_body(b[8], extended)
+        assert isinstance(b[9], int)
+    assert len(b) == (basic + 4 if extended else basic), b
+
+
+@pytest.mark.parametrize("raw", CORPUS)
+def test_texts_are_valid_imap(raw):
+    s = analyse(raw)
+    assert len(parse_imap(s.envelope)) == 10
+    check_body(parse_imap(s.body), False)
+    check_body(parse_imap(s.bodystructure), True)
+
+
+def test_mutated_texts_are_valid_imap():
+    rng = random.Random(6)
+    for _ in range(600):
+        raw = bytearray(rng.choice(CORPUS))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(raw) + 1)
+            raw[pos:pos] = rng.choice(
+                [b"\r\n", b'"', b"\\", b"(", b")", b"\xc3\xa9", b"\xff", b"\0", b"{3}", b"\t",
+                 b"--outer\r\n", b"Content-Type: message/rfc822\r\n\r\n", b"; a=\"\\\"\""]
+            )  # fmt: skip
+        s = analyse(bytes(raw))
+        assert len(parse_imap(s.envelope)) == 10
+        check_body(parse_imap(s.body), False)
+        check_body(parse_imap(s.bodystructure), True)
