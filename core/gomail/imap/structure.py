@@ -49,6 +49,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import unquote
@@ -173,8 +174,6 @@ def first_values(raw: bytes, start: int, end: int, names: frozenset[str]) -> dic
 # ---------------------------------------------------------------------------------------------
 # MIME header values: Content-Type and Content-Disposition parameters (RFC 2045, RFC 2231)
 
-_TSPECIALS = frozenset('()<>@,;:\\"/[]?= \t')
-
 
 def _comment_end(s: str, i: int) -> int:
     """Index after the (nested) comment that starts at s[i] == '('; len(s) if unterminated."""
@@ -208,11 +207,11 @@ def _skip_cfws(s: str, i: int) -> int:
     return i
 
 
+_TOKEN = re.compile(r'[^()<>@,;:\\"/\[\]?= \t\x00-\x1f]*').match
+
+
 def _token(s: str, i: int) -> tuple[str, int]:
-    j = i
-    n = len(s)
-    while j < n and s[j] not in _TSPECIALS and ord(s[j]) > 0x1F:
-        j += 1
+    j = _TOKEN(s, i).end()
     return s[i:j], j
 
 
@@ -303,7 +302,7 @@ def _join_rfc2231(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return joined
 
 
-def _param(params: list[tuple[str, str]], name: str) -> str | None:
+def _param(params: Sequence[tuple[str, str]], name: str) -> str | None:
     """A parameter's value by case-insensitive name, RFC 2231 encoding decoded."""
     for k, v in params:
         lk = k.lower()
@@ -316,8 +315,12 @@ def _param(params: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-def _content_type(value: str | None) -> tuple[str, str, list[tuple[str, str]]] | None:
-    """(type, subtype, params) from a Content-Type value, or None when it is unusable."""
+@functools.lru_cache(maxsize=1024)
+def _content_type(value: str | None) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:
+    """(type, subtype, params) from a Content-Type value, or None when it is unusable.
+
+    This and the other header value parsers below are cached: the same values recur.
+    """
     if value is None:
         return None
     i = _skip_cfws(value, 0)
@@ -329,19 +332,21 @@ def _content_type(value: str | None) -> tuple[str, str, list[tuple[str, str]]] |
     subtype, i = _token(value, i)
     if not subtype:
         return None
-    return mtype, subtype, parse_params(value, i)
+    return mtype, subtype, tuple(parse_params(value, i))
 
 
-def _disposition(value: str | None) -> tuple[str, list[tuple[str, str]]] | None:
+@functools.lru_cache(maxsize=1024)
+def _disposition(value: str | None) -> tuple[str, tuple[tuple[str, str], ...]] | None:
     if value is None:
         return None
     i = _skip_cfws(value, 0)
     token, i = _token(value, i)
     if not token:
         return None
-    return token, parse_params(value, i)
+    return token, tuple(parse_params(value, i))
 
 
+@functools.lru_cache(maxsize=1024)
 def _cte(value: str | None) -> str | None:
     if value is None:
         return None
@@ -352,7 +357,8 @@ def _cte(value: str | None) -> str | None:
     return token
 
 
-def _languages(value: str | None) -> list[str] | None:
+@functools.lru_cache(maxsize=1024)
+def _languages(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     langs = []
@@ -361,7 +367,7 @@ def _languages(value: str | None) -> list[str] | None:
         token, _ = _token(item, 0)
         if token:
             langs.append(token)
-    return langs or None
+    return tuple(langs) or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +592,7 @@ class _Part:
     be: int
     mtype: str = "text"
     subtype: str = "plain"
-    params: list[tuple[str, str]] = field(default_factory=list)
+    params: tuple[tuple[str, str], ...] = ()
     typed: bool = False  # a usable Content-Type was present
     kind: str = "leaf"  # "leaf", "multipart" or "message"
     fields: dict[str, str] = field(default_factory=dict)
@@ -751,7 +757,7 @@ def _parse(raw: bytes) -> _Part:
 _EMPTY_BODY = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0'
 
 
-def _params_text(params: list[tuple[str, str]], default_charset: bool) -> str:
+def _params_text(params: Sequence[tuple[str, str]], default_charset: bool) -> str:
     items = [f"{_q(k)} {_q(v)}" for k, v in params]
     if default_charset and not any(k.lower() == "charset" for k, _ in params):
         items.append('"charset" "us-ascii"')
