@@ -286,7 +286,11 @@ def header_values(raw: bytes, name: str) -> list[str]:
 
 
 def sent_date(raw: bytes) -> _dt.datetime | None:
-    """The Date header as an aware datetime (UTC when it has no zone), None if unusable."""
+    """The Date header as an aware datetime (UTC when it has no zone), None if unusable.
+
+    The datetime keeps the header's own zone, so ``.date()`` is the date as written, which
+    is what SENTBEFORE / SENTON / SENTSINCE compare (RFC 3501: time and zone disregarded).
+    """
     value = first_values(raw, 0, header_end(raw), frozenset(("date",))).get("date")
     if not value:
         return None
@@ -330,12 +334,10 @@ def _decode_text(data: bytes, charset: str | None) -> str:
 def _text_nodes(node: dict, out: list[dict]) -> None:
     if "p" in node:
         children = node["p"]
-        if node["t"] == "multipart/alternative":
+        if node["t"] == "multipart/alternative" and children:
+            # one alternative: the plain text one, else the last (richest) one
             plain = [c for c in children if c["t"] == "text/plain"]
-            texts = [c for c in children if c["t"].startswith("text/")]
-            chosen = plain[:1] or texts[:1]
-            others = [c for c in children if not c["t"].startswith("text/")]
-            children = chosen + others
+            children = plain[:1] or children[-1:]
         for c in children:
             _text_nodes(c, out)
     elif "m" in node:
@@ -347,8 +349,8 @@ def _text_nodes(node: dict, out: list[dict]) -> None:
 def text_for_index(raw: bytes, part_map: dict | None = None) -> str:
     """Decoded text of the message's text parts (HTML roughly stripped), for a full-text index.
 
-    Of a multipart/alternative only the plain-text alternative (or the first text one) is
-    taken. Attachments that are not text/* are left out.
+    Of a multipart/alternative only one alternative is taken: the text/plain one, else the
+    last one. Parts that are not text/* are left out; attached messages are walked into.
     """
     pmap = part_map if part_map is not None else structure.part_map(raw)
     nodes: list[dict] = []

@@ -283,6 +283,10 @@ def test_sent_date():
     assert sent_date(SIMPLE) == dt.datetime(2026, 3, 3, 11, 0, tzinfo=dt.UTC)
     raw = b"Date: Mon, 2 Mar 2026 08:00:00 -0000\r\n\r\n"
     assert sent_date(raw) == dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
+    # the date as written, not as in UTC (SENTON compares dates, zone disregarded)
+    raw = b"Date: Tue, 3 Mar 2026 00:30:00 +0100\r\n\r\n"
+    assert sent_date(raw).date() == dt.date(2026, 3, 3)
+    assert sent_date(raw).astimezone(dt.UTC).date() == dt.date(2026, 3, 2)
     assert sent_date(b"Date: yesterday\r\n\r\n") is None
     assert sent_date(b"Subject: none\r\n\r\n") is None
     assert sent_date(b"") is None
@@ -296,6 +300,21 @@ def test_text_for_index():
     assert "just text" in text
     assert "PDF" not in text
     assert "preamble" not in text and "epilogue" not in text
+
+
+def test_text_for_index_alternative_with_related_html():
+    raw = crlf(
+        "Content-Type: multipart/alternative; boundary=a\n\n"
+        "--a\nContent-Type: multipart/related; boundary=r\n\n"
+        "--r\nContent-Type: text/html\n\n<p>rich</p>\n--r\nContent-Type: image/png\n\nPNG\n--r--\n"
+        "--a--\n"
+    )
+    assert text_for_index(raw) == "rich"
+    raw = raw.replace(
+        b"--a\r\nContent-Type: multipart/related",
+        b"--a\r\n\r\nplain\r\n--a\r\nContent-Type: multipart/related",
+    )
+    assert text_for_index(raw) == "plain"
 
 
 def test_text_for_index_html():
