@@ -367,6 +367,26 @@ def no_plugins_pipeline() -> str:
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 
+def sink_pipeline() -> str:
+    """The stock file with an inbound pipeline of only gomail's `sink` plugin (accept, discard)."""
+    import yaml
+
+    doc = yaml.safe_load(stock_pipeline_text())
+    doc["pipelines"]["inbound"] = {"rcpt": ["sink"], "data": ["sink"]}
+    head = "# gomail's core with only the sink plugin inbound (written by smtp_accept.py)\n"
+    return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+class GomailSink(Gomail):
+    name = "gomail-sink"
+    description = "gomail, inbound `rcpt: [sink], data: [sink]`: accepts all, stores nothing"
+    stores = False
+
+    @property
+    def pipeline_yaml(self) -> str:
+        return sink_pipeline()
+
+
 class GomailNoPlugins(Gomail):
     name = "gomail-noplugins"
     description = "gomail, `pipelines: {inbound: {}}` (no plugins in the mx pipeline)"
@@ -398,6 +418,7 @@ TARGETS: dict[str, Target] = {
         BareAiosmtpd(),
         AiosmtpdSqlite(),
         GomailNoPlugins(),
+        GomailSink(),
         GomailStock(),
         GomailStockLoopback(),
     )
