@@ -460,3 +460,6 @@ def register(group: click.Group) -> None:
     """Add the administration commands to the ``gomail`` command group."""
     for command in COMMANDS:
         group.add_command(command)
+    from gomail.cli.importer import import_command
+
+    group.add_command(import_command)
