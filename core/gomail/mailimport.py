@@ -807,10 +807,10 @@ class Importer:
         if self.dry_run:
             self._seen.update(batch.hashes)
         elif batch.messages:
-            folder = next(
-                f for f in await self.store.list_folders(self.address) if f.name == target
-            )
-            self.journal.begin_batch(target, folder.uidvalidity, folder.uidnext)
+            folders = await self.store.list_folders(self.address)
+            folder = next((f for f in folders if f.name == target), None)
+            if folder is not None:
+                self.journal.begin_batch(target, folder.uidvalidity, folder.uidnext)
             try:
                 await self.store.append_many(self.address, target, batch.messages)
             except QuotaExceeded as exc:
