@@ -39,7 +39,7 @@ from gomail.store import StoreError
 
 @click.command("import")
 @click.argument("address")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--folder",
     metavar="NAME",
