@@ -167,7 +167,7 @@ def flags_of(m: imaplib.IMAP4, seq: str, uid: bool = False) -> set[str]:
     text = fetch_text(m, seq, "(FLAGS)", uid=uid)
     found = re.search(rb"FLAGS \(([^)]*)\)", text)
     assert found, f"no FLAGS in {text!r}"
-    return set(found.group(1).decode().split())
+    return set(found.group(1).decode().split()) - {"\\Recent"}  # a session flag
 
 
 def untagged(m: imaplib.IMAP4, name: str) -> list:
@@ -408,7 +408,7 @@ def test_create_rename_delete_a_folder_tree(shared_gomail):
         assert "\\hasnochildren" in names[f"{top}/2024/q1"], names[f"{top}/2024/q1"]
         append(m, f"{top}/2024/q1", message(subject="inside"))
 
-        typ, data = m.create(top)
+        typ, data = m.create(f"{top}/2024/q1")
         assert typ == "NO", (typ, data)
         assert b"ALREADYEXISTS" in data[0].upper(), data
 
@@ -581,8 +581,8 @@ def test_examine_is_read_only(shared_gomail):
         assert typ == "OK", (typ, data)
         assert m.response("READ-ONLY")[1] != [None], "EXAMINE did not say [READ-ONLY]"
         fetch_one(m, "1", "(BODY[])")
-        typ, data = m.store("1", "+FLAGS", "(\\Flagged)")
-        assert typ == "NO", (typ, data)
+        typ, data = m.store("1", "+FLAGS", "(\\Flagged)")  # refused, or ignored
+        assert typ in ("NO", "OK"), (typ, data)
         m.close()
         ok(m.select(name), "SELECT")
         assert flags_of(m, "1") == set(), "a read-only fetch set flags"
@@ -1007,6 +1007,7 @@ def imapclient_login(g, user: str = ALICE, tls: bool = False):
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "imaps"])
 def test_imapclient_full_round(shared_gomail, tls):
     import imapclient
+    from imapclient.imapclient import SENT, TRASH
 
     g = shared_gomail
     c = imapclient_login(g, tls=tls)
@@ -1017,8 +1018,8 @@ def test_imapclient_full_round(shared_gomail, tls):
         assert c.folder_exists(name)
         listed = {f[2] for f in c.list_folders()}
         assert name in listed, listed
-        assert c.find_special_folder(imapclient.SENT) == "Sent"
-        assert c.find_special_folder(imapclient.TRASH) == "Trash"
+        assert c.find_special_folder(SENT) == "Sent"
+        assert c.find_special_folder(TRASH) == "Trash"
 
         raw = message(subject="=?utf-8?q?K=C3=BCche?= news", body="Fresh zucchini.\r\n")
         c.append(name, raw, flags=[imapclient.FLAGGED])
@@ -1061,11 +1062,20 @@ def test_imapclient_full_round(shared_gomail, tls):
         ns = c.namespace()
         assert ns.personal and ns.personal[0][1] == "/", ns
         assert c.id_({"name": "imapclient-test"}) is not None
-        roots, quotas = c.get_quota_root("INBOX")
-        assert roots.mailbox == "INBOX", roots
     finally:
         with contextlib.suppress(Exception):
             c.logout()
+
+
+def test_imapclient_quota(shared_gomail):
+    c = imapclient_login(shared_gomail, TINY)
+    try:
+        roots, quotas = c.get_quota_root("INBOX")
+        assert roots.mailbox == "INBOX" and roots.quota_roots, roots
+        storage = [q for q in quotas if q.resource.upper() == "STORAGE"]
+        assert storage and storage[0].limit in (3, 4), quotas
+    finally:
+        c.logout()
 
 
 def test_imapclient_sort_and_thread(shared_gomail, search_folder):
@@ -1132,7 +1142,7 @@ def test_curl_lists_fetches_searches_and_uploads(gomail):
     curl(g, "INBOX", "-T", str(path))
     with session(g) as m:
         ok(m.select("INBOX"), "SELECT")
-        assert search(m, "SUBJECT", "uploaded by curl") == [2]
+        assert search(m, "SUBJECT", '"uploaded by curl"') == [2]
     # custom command
     out = curl(g, "", "-X", "STATUS INBOX (MESSAGES)")
     assert re.search(rb"MESSAGES 2", out), out
@@ -1181,7 +1191,7 @@ def mbsync_config(g, tmp: Path, user: str, mode: str) -> Path:
     cfg = tmp / "mbsyncrc"
     cfg.write_text(
         "IMAPAccount gomail\n"
-        "Host 127.0.0.1\n"
+        "Host localhost\n"  # mbsync checks the name in the certificate; gomail's has localhost
         f"Port {port}\n"
         f"User {user}\n"
         f"Pass {g.PASSWORD}\n"
@@ -1280,11 +1290,11 @@ def test_mbsync_two_way_sync(gomail, tmp_path, mode):
         assert subjects["plain one"] == {"\\Flagged", "\\Seen"}, subjects
         assert subjects["written locally"] == {"\\Seen"}, subjects
         ok(m.select("Local"), "SELECT Local")
-        assert search(m, "SUBJECT", "local folder one") == [1]
+        assert search(m, "SUBJECT", '"local folder one"') == [1]
 
         # server-side changes flow back
         ok(m.select("INBOX"), "SELECT")
-        n = search(m, "SUBJECT", "seen one")[0]
+        n = search(m, "SUBJECT", '"seen one"')[0]
         ok(m.store(str(n), "+FLAGS", "(\\Answered)"), "STORE")
         append(m, "INBOX", message(subject="late arrival", to=user))
     run_mbsync(cfg)
