@@ -57,6 +57,10 @@ class ImapListener:
             await ImapSession(self.app, self, reader, writer).run()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # stop(): the session said BYE. Ending normally keeps asyncio's stream callback
+            # (Python 3.11) from logging the cancellation as an error.
+            pass
         except Exception:
             log.exception("IMAP session failed")
         finally:

@@ -1,8 +1,151 @@
-"""One IMAP connection (placeholder: greets, answers CAPABILITY and LOGOUT)."""
+"""One IMAP connection: the command loop, states, login, folders and SELECT.
+
+``ImapListener`` creates ``ImapSession(app, listener, reader, writer)`` per connection and
+awaits :meth:`ImapSession.run`. Commands are read with :class:`gomail.imap.parser.CommandBuffer`
+and run one at a time; every response is tagged with the command's tag (``* BAD`` only when
+the tag itself could not be read), and a BAD leaves the connection usable.
+
+The selected folder's view lives in :mod:`gomail.imap.selected`; FETCH, STORE, COPY, MOVE and
+APPEND in :mod:`gomail.imap.fetch`; SEARCH in :mod:`gomail.imap.search`; SORT and THREAD in
+:mod:`gomail.imap.threading`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
+import re
+import ssl
+
+from gomail import __version__, events
+from gomail.address import normalize_address
+from gomail.imap import parser as p
+from gomail.imap import wire
+from gomail.imap.selected import SelectedFolder
+from gomail.store import (
+    HIERARCHY_DELIMITER,
+    Folder,
+    FolderExists,
+    NoSuchFolder,
+    StoreError,
+)
+
+log = logging.getLogger("gomail.imap")
+
+LOGIN_TIMEOUT = 60.0  # seconds from connect to a successful login
+IDLE_TIMEOUT = 30 * 60.0  # autologout of an authenticated client that sends nothing
+AUTH_FAILURES_BEFORE_DISCONNECT = 5
+AUTH_DELAY_STEP = 1.0  # as SMTP: seconds added per failed attempt in a session
+AUTH_DELAY_MAX = 5.0
+APPENDLIMIT = 50 * 1024 * 1024
+MAX_DISCARD = 2 * APPENDLIMIT  # bytes of a refused non-synchronizing literal we skip
+WRITE_HIGH_WATER = 256 * 1024
+
+LIMITS = p.Limits(max_append=APPENDLIMIT)
+
+# Capabilities, advertised only for what works.
+_BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+_AUTH_CAPS = (
+    "NAMESPACE",
+    "UNSELECT",
+    "UIDPLUS",
+    "MOVE",
+    "CHILDREN",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "SPECIAL-USE",
+    "CREATE-SPECIAL-USE",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "SORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "CONDSTORE",
+    "QRESYNC",
+    "ESEARCH",
+    "SEARCHRES",
+    "WITHIN",
+    f"APPENDLIMIT={APPENDLIMIT}",
+    "MULTIAPPEND",
+    "BINARY",
+    "UTF8=ACCEPT",
+    "STATUS=SIZE",
+)
+ENABLEABLE = {"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"}
+
+ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
+NOT_AUTH = frozenset({"STARTTLS", "LOGIN", "AUTHENTICATE"})
+AUTH = frozenset(
+    {
+        "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
+        "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE", "GETQUOTA",
+        "GETQUOTAROOT", "SETQUOTA",
+    }
+)  # fmt: skip
+SELECTED = frozenset(
+    {
+        "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+        "SORT", "THREAD",
+    }
+)  # fmt: skip
+# RFC 3501 7.4.1: no EXPUNGE while answering these (their UID forms may).
+NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+
+
+class Closed(Exception):
+    """The connection is over (EOF, LOGOUT, timeout, too many failures)."""
+
+
+class Respond(Exception):
+    """End a command early with ``status [code] text``."""
+
+    def __init__(self, status: str, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code
+
+    def line(self) -> str:
+        return f"{self.status} {'[' + self.code + '] ' if self.code else ''}{self.text}"
+
+
+def No(text: str, code: str | None = None) -> Respond:  # noqa: N802
+    return Respond("NO", text, code)
+
+
+def Bad(text: str, code: str | None = None) -> Respond:  # noqa: N802
+    return Respond("BAD", text, code)
+
+
+class _LongLine(bytes):
+    """A line that was cut off at the limit (the rest was skipped)."""
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def list_regex(pattern: str) -> re.Pattern:
+    """A LIST pattern (``*`` anything, ``%`` anything but the delimiter) as a regex."""
+    if pattern[:5].upper() == "INBOX" and pattern[5:6] in ("", HIERARCHY_DELIMITER, "*", "%"):
+        pattern = "INBOX" + pattern[5:]
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(HIERARCHY_DELIMITER)}]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S)
 
 
 class ImapSession:
@@ -11,7 +154,749 @@ class ImapSession:
         self.listener = listener
         self.reader = reader
         self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) and peer else ""
+        self.tls = bool(getattr(listener, "implicit_tls", False))
+        self.user: str | None = None
+        self.selected: SelectedFolder | None = None
+        self.failures = 0
+        self.enabled: set[str] = set()
+        self.saved: set[int] = set()  # SEARCHRES: the saved result, as UIDs
+        self.loop = asyncio.get_running_loop()
+        self.login_deadline = self.loop.time() + LOGIN_TIMEOUT
+        self.logging_out = False
+
+    # --- session flags --------------------------------------------------------------------
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled or self.rev2
+
+    @property
+    def login_disabled(self) -> bool:
+        return not self.tls and not _is_loopback(self.peer)
+
+    def capabilities(self) -> str:
+        caps = list(_BASE_CAPS)
+        if self.user is None:
+            if not self.tls and not getattr(self.listener, "implicit_tls", False):
+                caps.append("STARTTLS")
+            caps.append("LOGINDISABLED" if self.login_disabled else "AUTH=PLAIN")
+        else:
+            caps.extend(_AUTH_CAPS)
+        return " ".join(caps)
+
+    # --- output -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def untagged(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.writer.write(b"* " + data + b"\r\n")
+
+    async def maybe_drain(self) -> None:
+        transport = self.writer.transport
+        if transport is not None and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await self.writer.drain()
+
+    def mailbox(self, name: str) -> bytes:
+        return wire.mailbox(name, utf8=self.utf8)
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        if self.user is None:
+            return max(0.0, self.login_deadline - self.loop.time())
+        return IDLE_TIMEOUT
+
+    async def _read(self, coro):
+        try:
+            async with asyncio.timeout(self._timeout()):
+                return await coro
+        except TimeoutError:
+            self.untagged(b"BYE Autologout; idle for too long")
+            raise Closed from None
+        except asyncio.IncompleteReadError:
+            raise Closed from None
+
+    async def readline(self) -> bytes:
+        return await self._read(self._readline())
+
+    async def _readline(self) -> bytes:
+        reader = self.reader
+        try:
+            return await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as e:
+            head = await reader.readexactly(e.consumed)
+        # Over the limit: keep the start (for the tag), skip to the end of the line.
+        while True:
+            try:
+                await reader.readuntil(b"\n")
+                break
+            except asyncio.LimitOverrunError as e:
+                await reader.readexactly(e.consumed)
+        return _LongLine(head[: LIMITS.max_line + 1])
+
+    async def _discard(self, size: int) -> None:
+        while size > 0:
+            chunk = await self._read(self.reader.read(min(size, 1 << 20)))
+            if not chunk:
+                raise Closed
+            size -= len(chunk)
+
+    async def read_command(self) -> p.Command | None:
+        """The next command, or None when a BAD/NO was already sent for it."""
+        buf = p.CommandBuffer(LIMITS)
+        line = await self.readline()
+        if isinstance(line, _LongLine):
+            line = bytes(line)
+        elif not line.rstrip(b"\r\n") and not buf.parts:
+            return None  # an empty line: ignore it, as other servers do
+        try:
+            while True:
+                announced = buf.add_line(line)
+                if announced is None:
+                    break
+                if not announced.non_synchronizing:
+                    self.write(b"+ Ready for literal data\r\n")
+                    await self.writer.drain()
+                data = await self._read(self.reader.readexactly(announced.size))
+                buf.add_literal(data)
+                line = await self.readline()
+            return buf.parse(utf8=self.utf8)
+        except p.ParseError as e:
+            lit = e.literal
+            if lit is not None and lit.non_synchronizing:
+                # The client sends the literal anyway: skip it and the rest of the command.
+                if lit.size > MAX_DISCARD:
+                    self.write(e.response())
+                    self.untagged(b"BYE Literal too large")
+                    raise Closed from None
+                await self._discard(lit.size)
+                await self._skip_rest()
+            self.write(e.response())
+            return None
+
+    async def _skip_rest(self) -> None:
+        while True:
+            line = await self.readline()
+            ann = p.literal_announcement(line)
+            if ann is None or not ann.non_synchronizing or ann.size > MAX_DISCARD:
+                return
+            await self._discard(ann.size)
+
+    # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.writer.write(b"* BYE IMAP is not ready yet\r\n")
+        try:
+            if self.app.stopping:
+                self.untagged(b"BYE Server shutting down")
+                await self.writer.drain()
+                return
+            self.untagged(f"OK [CAPABILITY {self.capabilities()}] gomail ready")
+            await self.writer.drain()
+            while True:
+                cmd = await self.read_command()
+                if cmd is not None:
+                    await self.execute(cmd)
+                    if self.logging_out:
+                        break
+                await self.writer.drain()
+        except Closed:
+            pass
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            try:
+                self.untagged(b"BYE Server shutting down")
+            except Exception:
+                pass
+            raise
+        finally:
+            if self.selected is not None:
+                self.selected.close()
+                self.selected = None
+            try:
+                await asyncio.wait_for(self.writer.drain(), 5)
+            except Exception:
+                pass
+
+    def state_error(self, name: str) -> str | None:
+        if name in ANY_STATE:
+            return None
+        if name in NOT_AUTH:
+            return "Already authenticated" if self.user is not None else None
+        if self.user is None:
+            return "Log in first"
+        if name in SELECTED and self.selected is None:
+            return "No mailbox selected"
+        if name == "COMPRESS":
+            return "COMPRESS is not supported"
+        return None
+
+    async def execute(self, cmd: p.Command) -> None:
+        name = cmd.name
+        tag = cmd.tag
+        err = self.state_error(name)
+        if err is not None:
+            self.write(f"{tag} BAD {err}\r\n".encode())
+            return
+        handler = getattr(self, "cmd_" + name.lower().replace(" ", "_"), None)
+        try:
+            if handler is None:
+                raise Bad(f"{name} is not supported")
+            result = await handler(cmd)
+        except Respond as r:
+            result = r.line()
+            if r.status == "NO" and self.selected is not None:
+                await self.selected.sync(expunge=cmd.uid or name not in NO_EXPUNGE)
+        except StoreError as e:
+            log.warning("store refused %s: %s", name, e)
+            result = f"NO {e}"
+        else:
+            if self.selected is not None and result.startswith("OK"):
+                await self.selected.sync(expunge=cmd.uid or name not in NO_EXPUNGE)
+        if result is None:
+            return  # answered already (STARTTLS)
+        self.write(tag.encode() + b" " + result.encode("utf-8") + b"\r\n")
+
+    # --- any state --------------------------------------------------------------------------
+
+    async def cmd_capability(self, cmd: p.Command) -> str:
+        self.untagged("CAPABILITY " + self.capabilities())
+        return "OK CAPABILITY completed"
+
+    async def cmd_noop(self, cmd: p.Command) -> str:
+        if self.selected is not None:
+            await self.selected.sync(force=True)
+        return "OK NOOP completed"
+
+    async def cmd_check(self, cmd: p.Command) -> str:
+        await self.selected.sync(force=True)
+        return "OK CHECK completed"
+
+    async def cmd_logout(self, cmd: p.Command) -> str:
+        self.untagged(b"BYE gomail logging out")
+        self.logging_out = True
+        return "OK LOGOUT completed"
+
+    async def cmd_id(self, cmd: p.Command) -> str:
+        fields = (("name", "gomail"), ("version", __version__))
+        self.untagged(b"ID " + wire.paren_list(wire.quote(x) for kv in fields for x in kv))
+        return "OK ID completed"
+
+    # --- not authenticated ------------------------------------------------------------------
+
+    async def cmd_starttls(self, cmd: p.Command) -> str:
+        if self.tls or getattr(self.listener, "implicit_tls", False):
+            raise Bad("TLS is already active")
+        if self.reader._buffer:  # pipelined data after STARTTLS: command injection
+            raise Bad("Data after STARTTLS")
+        self.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
         await self.writer.drain()
+        await self.writer.start_tls(self.listener.tls_context)
+        self.tls = True
+        return None  # type: ignore[return-value]
+
+    async def cmd_login(self, cmd: p.Command) -> str:
+        if self.login_disabled:
+            raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+        args: p.Login = cmd.args
+        return await self._login(args.username, args.password, "LOGIN")
+
+    async def cmd_authenticate(self, cmd: p.Command) -> str:
+        args: p.Authenticate = cmd.args
+        if args.mechanism != "PLAIN":
+            raise No("Unsupported authentication mechanism", "CANNOT")
+        if self.login_disabled:
+            raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+        data = args.initial_response
+        if data is None:
+            self.write(b"+ \r\n")
+            await self.writer.drain()
+            line = await self.readline()
+            try:
+                data = p.sasl_response(line)
+            except p.ParseError as e:
+                raise Bad(e.message) from None
+            if data is None:
+                raise Bad("Authentication cancelled")
+        parts = data.split(b"\0")
+        if len(parts) != 3:
+            raise Bad("Malformed PLAIN response")
+        authz, authc, password = parts
+        try:
+            username = authc.decode("utf-8")
+            secret = password.decode("utf-8")
+            authz_name = authz.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Bad("PLAIN response is not UTF-8") from None
+        if authz_name and authz_name.lower() != username.lower():
+            raise No("Acting as another user is not allowed", "AUTHORIZATIONFAILED")
+        return await self._login(username, secret, "PLAIN")
+
+    async def _login(self, login: str, secret: str, mechanism: str) -> str:
+        try:
+            username = normalize_address(login)
+        except ValueError:
+            username = None
+        ok = False
+        if username is not None and secret:
+            ok = await self.app.check_password(username, secret)
+        if not ok:
+            self.failures += 1
+            self.app.emit(
+                events.LOGIN_FAILED,
+                protocol="imap", listener=self.listener.name, peer=self.peer,
+                username=login[:200], failures=self.failures,
+            )  # fmt: skip
+            log.warning(
+                "authentication failed",
+                extra={"fields": {"peer": self.peer, "user": login[:200],
+                                  "mechanism": mechanism, "failures": self.failures}},
+            )  # fmt: skip
+            await asyncio.sleep(min(AUTH_DELAY_STEP * self.failures, AUTH_DELAY_MAX))
+            if self.failures >= AUTH_FAILURES_BEFORE_DISCONNECT:
+                self.untagged(b"BYE Too many failed authentications")
+                self.logging_out = True
+            return "NO [AUTHENTICATIONFAILED] Authentication failed"
+        self.user = username
+        self.app.emit(
+            events.LOGIN_SUCCEEDED,
+            protocol="imap", listener=self.listener.name, peer=self.peer, username=username,
+        )  # fmt: skip
+        return f"OK [CAPABILITY {self.capabilities()}] Logged in"
+
+    # --- authenticated ----------------------------------------------------------------------
+
+    async def cmd_enable(self, cmd: p.Command) -> str:
+        if self.selected is not None:
+            raise Bad("ENABLE is not allowed while a mailbox is selected")
+        done = []
+        for cap in cmd.args.capabilities:
+            if cap in ENABLEABLE and cap not in self.enabled:
+                self.enabled.add(cap)
+                done.append("IMAP4rev2" if cap == "IMAP4REV2" else cap)
+                if cap == "QRESYNC":
+                    self.enabled.add("CONDSTORE")
+        self.untagged("ENABLED" + "".join(" " + c for c in done))
+        return "OK ENABLE completed"
+
+    async def cmd_namespace(self, cmd: p.Command) -> str:
+        self.untagged(f'NAMESPACE (("" "{HIERARCHY_DELIMITER}")) NIL NIL')
+        return "OK NAMESPACE completed"
+
+    async def folders(self) -> list[Folder]:
+        return await self.app.store.list_folders(self.user)
+
+    async def find_folder(self, name: str) -> Folder | None:
+        canon = _canonical(name)
+        for f in await self.folders():
+            if f.name == canon:
+                return f
+        return None
+
+    async def cmd_create(self, cmd: p.Command) -> str:
+        args: p.Create = cmd.args
+        if len(args.special_use) > 1:
+            raise No("Only one special-use attribute per folder", "USEATTR")
+        special = args.special_use[0] if args.special_use else None
+        name = args.mailbox
+        if _canonical(name.rstrip(HIERARCHY_DELIMITER)) == "INBOX":
+            raise No("INBOX exists already", "ALREADYEXISTS")
+        try:
+            await self.app.store.create_folder(self.user, name, special)
+        except FolderExists:
+            raise No("Mailbox exists already", "ALREADYEXISTS") from None
+        except StoreError as e:
+            if special is not None and "special-use" in str(e):
+                raise No(str(e), "USEATTR") from None
+            raise No(str(e), "CANNOT") from None
+        return "OK CREATE completed"
+
+    async def cmd_delete(self, cmd: p.Command) -> str:
+        name = cmd.args.mailbox
+        if _canonical(name) == "INBOX":
+            raise No("INBOX cannot be deleted", "CANNOT")
+        try:
+            await self.app.store.delete_folder(self.user, name)
+        except NoSuchFolder:
+            raise No("No such mailbox", "NONEXISTENT") from None
+        except StoreError as e:
+            raise No(str(e), "CANNOT") from None
+        if self.selected is not None and self.selected.name == _canonical(name):
+            self.selected.close()
+            self.selected = None
+            self.untagged(b"BYE The selected mailbox was deleted")
+            self.logging_out = True
+        return "OK DELETE completed"
+
+    async def cmd_rename(self, cmd: p.Command) -> str:
+        args: p.Rename = cmd.args
+        try:
+            await self.app.store.rename_folder(self.user, args.old, args.new)
+        except NoSuchFolder:
+            raise No("No such mailbox", "NONEXISTENT") from None
+        except FolderExists:
+            raise No("Mailbox exists already", "ALREADYEXISTS") from None
+        except StoreError as e:
+            raise No(str(e), "CANNOT") from None
+        return "OK RENAME completed"
+
+    async def cmd_subscribe(self, cmd: p.Command) -> str:
+        return await self._subscribe(cmd, True)
+
+    async def cmd_unsubscribe(self, cmd: p.Command) -> str:
+        return await self._subscribe(cmd, False)
+
+    async def _subscribe(self, cmd: p.Command, on: bool) -> str:
+        try:
+            await self.app.store.subscribe(self.user, cmd.args.mailbox, on)
+        except NoSuchFolder:
+            raise No("No such mailbox", "NONEXISTENT") from None
+        return f"OK {cmd.name} completed"
+
+    async def cmd_list(self, cmd: p.Command) -> str:
+        return await self._list(cmd.args)
+
+    async def cmd_lsub(self, cmd: p.Command) -> str:
+        return await self._list(cmd.args)
+
+    async def _list(self, args: p.List) -> str:
+        kind = "LSUB" if args.lsub else "LIST"
+        if not args.extended and len(args.patterns) == 1 and args.patterns[0] == "":
+            self.untagged(f'{kind} (\\Noselect) "{HIERARCHY_DELIMITER}" ""')
+            return f"OK {kind} completed"
+        folders = await self.folders()
+        names = {f.name for f in folders}
+        parents = set()
+        for n in names:
+            parts = n.split(HIERARCHY_DELIMITER)
+            for i in range(1, len(parts)):
+                parents.add(HIERARCHY_DELIMITER.join(parts[:i]))
+        subscribed_names = {f.name for f in folders if f.subscribed}
+        regexes = []
+        for pattern in args.patterns:
+            ref = args.reference
+            if (
+                ref
+                and pattern.startswith(HIERARCHY_DELIMITER)
+                and ref.endswith(HIERARCHY_DELIMITER)
+            ):
+                pattern = pattern[1:]
+            regexes.append(list_regex(ref + pattern))
+
+        def matches(name: str) -> bool:
+            return any(r.fullmatch(name) for r in regexes)
+
+        sel = args.selection
+        ret = args.return_options
+        want_sub = args.lsub or "SUBSCRIBED" in sel or "SUBSCRIBED" in ret
+        delim = wire.quote(HIERARCHY_DELIMITER)
+        shown: set[str] = set()
+        for f in folders:
+            if not matches(f.name):
+                continue
+            if (args.lsub or "SUBSCRIBED" in sel) and not f.subscribed:
+                if "RECURSIVEMATCH" in sel and any(
+                    s.startswith(f.name + HIERARCHY_DELIMITER) for s in subscribed_names
+                ):
+                    self.untagged(
+                        f"LIST () {delim.decode()} ".encode()
+                        + self.mailbox(f.name)
+                        + b' ("CHILDINFO" ("SUBSCRIBED"))'
+                    )
+                continue
+            if "SPECIAL-USE" in sel and not f.special_use:
+                continue
+            attrs = []
+            if not args.lsub or "CHILDREN" in ret:
+                attrs.append("\\HasChildren" if f.name in parents else "\\HasNoChildren")
+            if f.special_use and (not args.lsub):
+                attrs.append(f.special_use)
+            if want_sub and f.subscribed and not args.lsub:
+                attrs.append("\\Subscribed")
+            self.untagged(
+                f"{kind} ({' '.join(attrs)}) ".encode() + delim + b" " + self.mailbox(f.name)
+            )
+            shown.add(f.name)
+            if "STATUS" in ret:
+                await self._status(f, args.status_items)
+            await self.maybe_drain()
+        if args.lsub:
+            # A subscribed folder below the pattern's level shows its parent as \Noselect.
+            for s in sorted(subscribed_names):
+                parts = s.split(HIERARCHY_DELIMITER)
+                for i in range(len(parts) - 1, 0, -1):
+                    parent = HIERARCHY_DELIMITER.join(parts[:i])
+                    if parent in shown or not matches(parent):
+                        continue
+                    shown.add(parent)
+                    self.untagged(b"LSUB (\\Noselect) " + delim + b" " + self.mailbox(parent))
+        return f"OK {kind} completed"
+
+    async def _status(self, f: Folder, items: tuple[str, ...]) -> None:
+        out = []
+        deleted = None
+        if "DELETED" in items:
+            snap = await self.app.store.select_folder(self.user, f.name)
+            deleted = sum(1 for _u, flags, _m in snap.messages if "\\Deleted" in flags)
+        for item in items:
+            value = {
+                "MESSAGES": f.messages,
+                "RECENT": f.recent,
+                "UIDNEXT": f.uidnext,
+                "UIDVALIDITY": f.uidvalidity,
+                "UNSEEN": f.unseen,
+                "SIZE": f.bytes,
+                "HIGHESTMODSEQ": f.highestmodseq,
+                "DELETED": deleted,
+                "APPENDLIMIT": APPENDLIMIT,
+            }[item]
+            out.append(f"{item} {value}")
+        if "HIGHESTMODSEQ" in items:
+            self.enabled.add("CONDSTORE")
+        self.untagged(b"STATUS " + self.mailbox(f.name) + f" ({' '.join(out)})".encode())
+
+    async def cmd_status(self, cmd: p.Command) -> str:
+        args: p.Status = cmd.args
+        f = await self.find_folder(args.mailbox)
+        if f is None:
+            raise No("No such mailbox", "NONEXISTENT")
+        await self._status(f, args.items)
+        return "OK STATUS completed"
+
+    # --- SELECT and friends -----------------------------------------------------------------
+
+    def _unselect(self) -> bool:
+        if self.selected is None:
+            return False
+        self.selected.close()
+        self.selected = None
+        self.saved = set()
+        return True
+
+    async def cmd_select(self, cmd: p.Command) -> str:
+        args: p.Select = cmd.args
+        if args.qresync is not None and not self.qresync:
+            raise Bad("QRESYNC is not enabled")
+        if self._unselect():
+            self.untagged(b"OK [CLOSED] Previous mailbox closed")
+        store = self.app.store
+        if args.condstore:
+            self.enabled.add("CONDSTORE")
+        feed = store.subscribe_changes(self.user)
+        try:
+            snap = await store.select_folder(
+                self.user, args.mailbox, claim_recent=not args.readonly
+            )
+        except NoSuchFolder:
+            feed.close()
+            raise No("No such mailbox", "NONEXISTENT") from None
+        except BaseException:
+            feed.close()
+            raise
+        sel = SelectedFolder(self, snap, args.readonly, feed)
+        self.selected = sel
+        self.untagged(b"FLAGS " + sel.flag_list())
+        if args.readonly:
+            self.untagged(b"OK [PERMANENTFLAGS ()] Read-only mailbox")
+        else:
+            perm = sel.flag_list()[:-1] + b" \\*)"
+            self.untagged(b"OK [PERMANENTFLAGS " + perm + b"] Flags permitted")
+        self.untagged(b"%d EXISTS" % sel.exists)
+        if not self.rev2:
+            self.untagged(b"%d RECENT" % len(sel.recent))
+            first_unseen = next(
+                (i + 1 for i, fl in enumerate(sel.flags) if "\\Seen" not in fl), None
+            )
+            if first_unseen is not None:
+                self.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
+        self.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % sel.uidvalidity)
+        self.untagged(b"OK [UIDNEXT %d] Predicted next UID" % sel.uidnext)
+        self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % sel.modseq)
+        if self.rev2:
+            self.untagged(f'LIST () "{HIERARCHY_DELIMITER}" '.encode() + self.mailbox(sel.name))
+        if args.qresync is not None and args.qresync.uidvalidity == sel.uidvalidity:
+            await self._qresync_select(sel, args.qresync)
+        mode = "READ-ONLY" if args.readonly else "READ-WRITE"
+        return f"OK [{mode}] {cmd.name} completed"
+
+    async def _qresync_select(self, sel: SelectedFolder, q: p.QResync) -> None:
+        changes = await self.app.store.changes_since(self.user, sel.name, q.modseq)
+        known = q.known_uids.membership(2**32) if q.known_uids is not None else None
+        vanished = [u for u in changes.expunged if known is None or known(u)]
+        if vanished:
+            self.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet.of(vanished)).encode())
+        for uid, _flags, _modseq in changes.changed:
+            i = sel.index_of(uid)
+            if i is not None and (known is None or known(uid)):
+                self.untagged(sel.fetch_flags_line(i, True))
+
+    async def cmd_examine(self, cmd: p.Command) -> str:
+        return await self.cmd_select(cmd)
+
+    async def cmd_close(self, cmd: p.Command) -> str:
+        sel = self.selected
+        if not sel.readonly:
+            await self.app.store.expunge(self.user, sel.name)
+        self._unselect()
+        return "OK CLOSE completed"
+
+    async def cmd_unselect(self, cmd: p.Command) -> str:
+        self._unselect()
+        return "OK UNSELECT completed"
+
+    async def cmd_expunge(self, cmd: p.Command) -> str:
+        sel = self.selected
+        if sel.readonly:
+            raise No("Mailbox is read-only", "READ-ONLY")
+        uids = None
+        if cmd.uid:
+            uids = [sel.uids[i] for i in sel.resolve(cmd.args.sequence_set, True, self.saved)]
+            if not uids:
+                return "OK UID EXPUNGE completed"
+        await sel.sync(force=True)
+        removed = await self.app.store.expunge(self.user, sel.name, uids)
+        sel.announce_expunged(removed)
+        highest = await self._highestmodseq_code()
+        return f"OK {highest}{'UID ' if cmd.uid else ''}EXPUNGE completed"
+
+    async def _highestmodseq_code(self) -> str:
+        if not self.qresync or self.selected is None:
+            return ""
+        f = await self.find_folder(self.selected.name)
+        return f"[HIGHESTMODSEQ {f.highestmodseq}] " if f else ""
+
+    # --- IDLE ---------------------------------------------------------------------------------
+
+    async def cmd_idle(self, cmd: p.Command) -> str:
+        self.write(b"+ idling\r\n")
+        sel = self.selected
+        if sel is not None:
+            await sel.sync(force=True)
+        await self.writer.drain()
+        read = asyncio.ensure_future(self.readline())
+        waiter = None
+        try:
+            while True:
+                if sel is not None and sel is self.selected:
+                    waiter = asyncio.ensure_future(sel.feed.__anext__())
+                    done, _ = await asyncio.wait(
+                        {read, waiter}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    done, _ = await asyncio.wait({read})
+                if waiter is not None and waiter in done:
+                    try:
+                        change = waiter.result()
+                    except StopAsyncIteration:
+                        sel = None
+                    else:
+                        if change.folder == sel.name and change.kind != "folders":
+                            await sel.sync(force=True)
+                            await self.writer.drain()
+                    waiter = None
+                if read in done:
+                    line = read.result()
+                    if p.is_done(line):
+                        return "OK IDLE terminated"
+                    raise Bad("Expected DONE")
+        finally:
+            for task in (read, waiter):
+                if task is not None and not task.done():
+                    task.cancel()
+                    try:
+                        await task
+                    except (asyncio.CancelledError, Exception):
+                        pass
+
+    # --- quota --------------------------------------------------------------------------------
+
+    async def _quota_line(self) -> bool:
+        used, limit = await self.app.store.quota(self.user)
+        if limit is None:
+            return False
+        self.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {limit // 1024})')
+        return True
+
+    async def cmd_getquota(self, cmd: p.Command) -> str:
+        if cmd.args.root != "" or not await self._quota_line():
+            raise No("No such quota root", "NONEXISTENT")
+        return "OK GETQUOTA completed"
+
+    async def cmd_getquotaroot(self, cmd: p.Command) -> str:
+        name = cmd.args.mailbox
+        if await self.find_folder(name) is None:
+            raise No("No such mailbox", "NONEXISTENT")
+        used, limit = await self.app.store.quota(self.user)
+        root = b' ""' if limit is not None else b""
+        self.untagged(b"QUOTAROOT " + self.mailbox(_canonical(name)) + root)
+        if limit is not None:
+            await self._quota_line()
+        return "OK GETQUOTAROOT completed"
+
+    async def cmd_setquota(self, cmd: p.Command) -> str:
+        raise No("Quotas are set by the administrator", "NOPERM")
+
+    # --- delegated ----------------------------------------------------------------------------
+
+    async def cmd_append(self, cmd: p.Command) -> str:
+        from gomail.imap import fetch
+
+        return await fetch.append(self, cmd)
+
+    async def cmd_fetch(self, cmd: p.Command) -> str:
+        from gomail.imap import fetch
+
+        return await fetch.fetch(self, cmd)
+
+    async def cmd_store(self, cmd: p.Command) -> str:
+        from gomail.imap import fetch
+
+        return await fetch.store(self, cmd)
+
+    async def cmd_copy(self, cmd: p.Command) -> str:
+        from gomail.imap import fetch
+
+        return await fetch.copy_move(self, cmd, move=False)
+
+    async def cmd_move(self, cmd: p.Command) -> str:
+        from gomail.imap import fetch
+
+        return await fetch.copy_move(self, cmd, move=True)
+
+    async def cmd_search(self, cmd: p.Command) -> str:
+        from gomail.imap import search
+
+        return await search.search(self, cmd)
+
+    async def cmd_sort(self, cmd: p.Command) -> str:
+        from gomail.imap import threading
+
+        return await threading.sort(self, cmd)
+
+    async def cmd_thread(self, cmd: p.Command) -> str:
+        from gomail.imap import threading
+
+        return await threading.thread(self, cmd)
+
+
+def _canonical(name: str) -> str:
+    if name[:5].upper() == "INBOX" and name[5:6] in ("", HIERARCHY_DELIMITER):
+        return "INBOX" + name[5:]
+    return name

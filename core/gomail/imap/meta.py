@@ -1,0 +1,130 @@
+"""``message_meta(raw)``: everything IMAP keeps about a message, computed once.
+
+The SMTP delivery path, APPEND and FETCH (for a message stored without it) call
+:func:`message_meta`; the store keeps the result next to the body (see
+:class:`gomail.store.MessageMeta`). It never raises: whatever part cannot be computed is left
+at its default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from gomail.imap import sections, structure
+from gomail.store import MessageMeta
+
+__all__ = ["MAX_TEXT", "base_subject", "message_meta", "msg_ids"]
+
+log = logging.getLogger("gomail.imap")
+
+MAX_TEXT = 1_000_000  # characters of body text kept for SEARCH BODY/TEXT
+MAX_HEADER_TEXT = 256 * 1024
+
+_WSP = re.compile(r"[ \t\r\n]+")
+_TRAILER = re.compile(r"(?:[ ]|\(fwd\))+\Z", re.I)
+_BLOB = r"\[[^\[\]]*\][ ]*"
+_LEADER = re.compile(rf"\A(?:[ ]+|(?:{_BLOB})*(?:re|fwd?)[ ]*(?:{_BLOB})?:)", re.I)
+_BLOB_LEAD = re.compile(rf"\A{_BLOB}")
+_FWD = re.compile(r"\A\[fwd:(.*)\]\Z", re.I | re.S)
+_MSG_ID = re.compile(r"<[^<>\s]+>")
+
+
+def base_subject(subject: str) -> str:
+    """The RFC 5256 section 2.1 base subject of an (already RFC 2047 decoded) subject."""
+    s = _WSP.sub(" ", subject)
+    for _ in range(100):  # each round removes something; bounded anyway
+        s = _TRAILER.sub("", s)  # step 2
+        while True:  # steps 3 and 4
+            before = s
+            s = _LEADER.sub("", s, count=1)
+            m = _BLOB_LEAD.match(s)
+            if m and s[m.end() :]:
+                s = s[m.end() :]
+            if s == before:
+                break
+        m = _FWD.match(s)  # step 5
+        if not m:
+            break
+        s = m.group(1)
+    return s.strip(" ")
+
+
+def msg_ids(value: str) -> list[str]:
+    """The ``<id>`` tokens of a Message-ID / In-Reply-To / References value."""
+    return _MSG_ID.findall(value)
+
+
+def _first_mailbox(value: str) -> str:
+    """addr-mailbox of the first address (RFC 5256 SORT FROM/TO/CC), lower case."""
+    for _name, _adl, mailbox, host in structure.parse_address_list(value):
+        if host is not None and mailbox:
+            return mailbox.lower()
+    return ""
+
+
+def _headers(raw: bytes) -> list[tuple[str, str]]:
+    """(name as written, unfolded decoded value) of every header field."""
+    out = []
+    for _lname, fs, fe in structure.header_fields(raw, 0, structure.header_end(raw)):
+        colon = raw.find(b":", fs, fe)
+        if colon < 0:
+            continue
+        name = raw[fs:colon].strip().decode("latin-1")
+        value = structure.unfold(raw[colon + 1 : fe].decode("utf-8", "replace"))
+        out.append((name, sections.decode_words(value)))
+    return out
+
+
+def message_meta(raw: bytes) -> MessageMeta:
+    """ENVELOPE/BODY/BODYSTRUCTURE, part map, search and sort fields of a message."""
+    fields: dict = {}
+    pmap = None
+    try:
+        st = structure.analyse(raw)
+        pmap = st.part_map
+        fields.update(
+            envelope=st.envelope,
+            body=st.body,
+            bodystructure=st.bodystructure,
+            part_map=json.dumps(pmap, separators=(",", ":")),
+        )
+    except Exception:  # pragma: no cover - structure promises not to raise
+        log.exception("cannot analyse a message's structure")
+    try:
+        headers = _headers(raw)
+        lines = [f"{n}: {v.replace(chr(0), '')}" for n, v in headers]
+        fields["header_text"] = "\n".join(lines)[:MAX_HEADER_TEXT]
+        first: dict[str, str] = {}
+        every: dict[str, list[str]] = {}
+        for name, value in headers:
+            lname = name.lower()
+            first.setdefault(lname, value)
+            every.setdefault(lname, []).append(value)
+        subject = first.get("subject", "")
+        fields["subject"] = subject
+        fields["sort_subject"] = base_subject(subject)
+        for key, attr in (("from", "from_"), ("to", "to"), ("cc", "cc"), ("bcc", "bcc")):
+            fields[attr] = ", ".join(every.get(key, ()))
+        for key in ("from", "to", "cc"):
+            if key in first:
+                fields[f"sort_{key}"] = _first_mailbox(first[key])
+        ids = msg_ids(first.get("message-id", ""))
+        fields["message_id"] = ids[0] if ids else ""
+        ids = msg_ids(first.get("in-reply-to", ""))
+        fields["in_reply_to"] = ids[0] if ids else ""
+        fields["references"] = " ".join(msg_ids(first.get("references", "")))
+    except Exception:
+        log.exception("cannot read a message's header fields")
+    try:
+        when = sections.sent_date(raw)
+        if when is not None:
+            fields["date"] = when.timestamp()
+    except Exception:
+        pass
+    try:
+        fields["text"] = sections.text_for_index(raw, pmap)[:MAX_TEXT].replace("\0", "")
+    except Exception:
+        log.exception("cannot extract a message's text")
+    return MessageMeta(**fields)

@@ -1,0 +1,250 @@
+"""The selected folder as one session sees it.
+
+A session's view is the list of UIDs it has announced (index + 1 is the message sequence
+number), their flags and MODSEQs, the UIDs that are \\Recent for it, and the highest MODSEQ it
+has caught up with. Other sessions' changes arrive as :class:`gomail.store.Change` items on
+the store's change feed (subscribed at SELECT); at the moments the protocol allows
+(:meth:`SelectedFolder.sync`) the view reads ``changes_since`` once and tells the client:
+EXISTS for new messages, FETCH FLAGS for changed ones, EXPUNGE (or VANISHED with QRESYNC)
+for removed ones. Expunges that may not be announced yet (during FETCH, STORE, SEARCH —
+RFC 3501 section 7.4.1) keep their place in the view until they may.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from gomail.imap import wire
+from gomail.imap.parser import SequenceSet
+from gomail.store import ChangeFeed, FolderSnapshot, Store
+
+if TYPE_CHECKING:
+    from gomail.imap.session import ImapSession
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class SelectedFolder:
+    __slots__ = (
+        "session",
+        "name",
+        "readonly",
+        "uidvalidity",
+        "uidnext",
+        "modseq",
+        "uids",
+        "flags",
+        "modseqs",
+        "recent",
+        "gone",
+        "feed",
+        "keywords",
+        "dirty",
+    )
+
+    def __init__(
+        self, session: ImapSession, snap: FolderSnapshot, readonly: bool, feed: ChangeFeed
+    ) -> None:
+        self.session = session
+        self.name = snap.name
+        self.readonly = readonly
+        self.uidvalidity = snap.uidvalidity
+        self.uidnext = snap.uidnext
+        self.modseq = snap.highestmodseq  # what the view has caught up with
+        self.uids: list[int] = [row[0] for row in snap.messages]
+        self.flags: list[tuple[str, ...]] = [row[1] for row in snap.messages]
+        self.modseqs: list[int] = [row[2] for row in snap.messages]
+        self.recent: set[int] = set(snap.recent)
+        self.gone: set[int] = set()  # expunged, not yet announced
+        self.feed = feed
+        self.keywords: set[str] = set()
+        for flags in set(self.flags):
+            self._note_keywords(flags)
+        self.dirty = False
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return None
+
+    def index_of(self, uid: int) -> int | None:
+        seq = self.seq_of(uid)
+        return None if seq is None else seq - 1
+
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def resolve(self, seqset: SequenceSet, uid: bool, saved: Iterable[int] = ()) -> list[int]:
+        """Indexes (0-based) into the view of a sequence set or UID set, ascending.
+
+        ``$`` is the saved search result (UIDs). Numbers that are not in the view are
+        skipped (the caller checks message numbers beforehand with :meth:`check_seqset`).
+        """
+        if seqset.saved:
+            out = []
+            for u in sorted(saved):
+                i = self.index_of(u)
+                if i is not None:
+                    out.append(i)
+            return out
+        if not uid:
+            return [n - 1 for n in seqset.iter(len(self.uids))]
+        if not self.uids:
+            return []
+        out = []
+        uids = self.uids
+        top = uids[-1]
+        for lo, hi in seqset.resolve(max(top, seqset.highest_explicit())):
+            a = bisect.bisect_left(uids, lo)
+            b = bisect.bisect_right(uids, hi)
+            out.extend(range(a, b))
+        return out
+
+    def check_seqset(self, seqset: SequenceSet) -> str | None:
+        """An error text when a message sequence set names a message that does not exist."""
+        if seqset.saved:
+            return None
+        if seqset.highest_explicit() > len(self.uids):
+            return "Invalid sequence set: no such message"
+        if not self.uids and seqset.uses_star:
+            return "Invalid sequence set: the mailbox is empty"
+        return None
+
+    def flags_of(self, i: int) -> tuple[str, ...]:
+        flags = self.flags[i]
+        if self.uids[i] in self.recent and not self.session.rev2:
+            return (*flags, "\\Recent")
+        return flags
+
+    def flag_list(self) -> bytes:
+        """``(\\Answered ... keywords)`` for the FLAGS response."""
+        return wire.paren_list(f.encode() for f in (*SYSTEM_FLAGS, *sorted(self.keywords)))
+
+    def _note_keywords(self, flags: tuple[str, ...]) -> bool:
+        new = False
+        for f in flags:
+            if not f.startswith("\\") and f not in self.keywords:
+                self.keywords.add(f)
+                new = True
+        return new
+
+    def set_flags(self, i: int, flags: tuple[str, ...], modseq: int | None = None) -> None:
+        """Record flags this session learnt (its own STORE, a FETCH); * FLAGS if new keywords."""
+        self.flags[i] = flags
+        if modseq is not None:
+            self.modseqs[i] = modseq
+        if self._note_keywords(flags):
+            self.session.untagged(b"FLAGS " + self.flag_list())
+
+    # --- responses ------------------------------------------------------------------------------
+
+    def fetch_flags_line(self, i: int, with_uid: bool) -> bytes:
+        s = self.session
+        items = []
+        if with_uid or s.qresync:
+            items.append(b"UID %d" % self.uids[i])
+        items.append(b"FLAGS " + wire.paren_list(f.encode() for f in self.flags_of(i)))
+        if s.condstore:
+            items.append(b"MODSEQ (%d)" % self.modseqs[i])
+        return b"%d FETCH (%s)" % (i + 1, b" ".join(items))
+
+    def announce_expunged(self, uids: Iterable[int]) -> None:
+        """Remove messages from the view and say so (EXPUNGE, or VANISHED with QRESYNC)."""
+        uids = sorted(set(uids))
+        if not uids:
+            return
+        s = self.session
+        keep = set()
+        removed = []
+        for u in uids:
+            if self.seq_of(u) is not None:
+                keep.add(u)
+        if not keep:
+            self.gone.difference_update(uids)
+            return
+        if s.qresync:
+            s.untagged(b"VANISHED " + str(SequenceSet.of(keep)).encode())
+        else:
+            # Highest first: each sequence number is then valid when it is read.
+            for u in sorted(keep, reverse=True):
+                removed.append(self.seq_of(u))
+                s.untagged(b"%d EXPUNGE" % self.seq_of(u))
+                i = self.seq_of(u) - 1
+                del self.uids[i], self.flags[i], self.modseqs[i]
+        if s.qresync:
+            idx = [i for i, u in enumerate(self.uids) if u not in keep]
+            self.uids = [self.uids[i] for i in idx]
+            self.flags = [self.flags[i] for i in idx]
+            self.modseqs = [self.modseqs[i] for i in idx]
+        self.recent.difference_update(keep)
+        self.gone.difference_update(uids)
+
+    async def sync(self, *, expunge: bool = True, force: bool = False) -> None:
+        """Tell the client what changed in the folder since it last heard.
+
+        ``expunge`` False during FETCH, STORE, SEARCH (not their UID forms): removed
+        messages are remembered and announced at the next allowed moment.
+        """
+        s = self.session
+        if not force and not self.dirty:
+            for change in self.feed.pending():
+                if change.folder == self.name and change.kind != "folders":
+                    self.dirty = True
+            if not self.dirty:
+                if expunge and self.gone:
+                    self.announce_expunged(self.gone)
+                return
+        self.dirty = False
+        store: Store = s.app.store
+        try:
+            changes = await store.changes_since(s.user, self.name, self.modseq)
+        except Exception:
+            return  # the folder went away (deleted or renamed by another session)
+        if changes.uidvalidity != self.uidvalidity:
+            return
+        self.gone.update(u for u in changes.expunged if self.seq_of(u) is not None)
+        top = self.max_uid()
+        new_rows = []
+        for uid, flags, modseq in changes.changed:
+            if uid in self.gone:
+                continue
+            i = self.index_of(uid)
+            if i is None:
+                if uid > top:
+                    new_rows.append((uid, flags, modseq))
+                continue
+            if flags != self.flags[i]:
+                self.set_flags(i, flags, modseq)
+                s.untagged(self.fetch_flags_line(i, False))
+            elif modseq != self.modseqs[i]:
+                self.modseqs[i] = modseq
+                if s.condstore:
+                    s.untagged(self.fetch_flags_line(i, False))
+        if expunge and self.gone:
+            self.announce_expunged(self.gone)
+        if new_rows:
+            for uid, flags, modseq in new_rows:
+                self.uids.append(uid)
+                self.flags.append(flags)
+                self.modseqs.append(modseq)
+                if self._note_keywords(flags):
+                    s.untagged(b"FLAGS " + self.flag_list())
+                if not self.readonly:
+                    self.recent.add(uid)
+            s.untagged(b"%d EXISTS" % len(self.uids))
+            if not s.rev2:
+                s.untagged(b"%d RECENT" % len(self.recent))
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        self.modseq = max(self.modseq, changes.highestmodseq)
+
+    def close(self) -> None:
+        self.feed.close()
