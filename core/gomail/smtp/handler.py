@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult
 from gomail import events
 from gomail.address import NeedsSmtpUtf8, normalize_address, parse_path, plus_base
 from gomail.context import Recipient, Session, Transaction, new_id
+from gomail.imap.meta import message_meta
 from gomail.message import Message
 from gomail.pipeline import Listener, Pipeline, run_stage
 from gomail.store import Delivery, StoreError
@@ -33,6 +34,7 @@ txlog = logging.getLogger("gomail.smtp.transaction")
 AUTH_FAILURES_BEFORE_DISCONNECT = 5
 AUTH_DELAY_STEP = 1.0  # seconds of delay added per failed attempt in a session
 AUTH_DELAY_MAX = 5.0
+META_IN_THREAD = 256 * 1024  # bytes; parsing a larger message would stall other sessions
 
 
 def _reply(v: Verdict) -> str:
@@ -323,13 +325,23 @@ class Handler:
             )
             fail = Verdict.tempfail(451, "4.3.0", "No delivery configured, try again later")
             return _reply(fail), fail.by("core")
-        return_path = f"Return-Path: <{txn.sender}>\r\n".encode() if plan.local else b""
+        stored = final
+        meta = None
+        if plan.local:
+            stored = f"Return-Path: <{txn.sender}>\r\n".encode() + final
+            # IMAP's view (envelope, structure, search text) is made once, here; a large
+            # message is parsed off the event loop.
+            if len(stored) > META_IN_THREAD:
+                meta = await asyncio.to_thread(message_meta, stored)
+            else:
+                meta = message_meta(stored)
         delivery = Delivery(
             queue_id=txn.id,
             sender=txn.sender,
-            raw=return_path + final,
+            raw=stored,
             local=tuple(plan.local),
             outbound=tuple(plan.outbound),
+            meta=meta,
         )
         try:
             await self.app.store.deliver(delivery)
