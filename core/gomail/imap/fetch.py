@@ -171,6 +171,7 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
     has_flags = any(a.name == "FLAGS" for a in attrs)
     indexes = [i for i in indexes if sel.uids[i] not in sel.gone]
     user, folder = s.user, sel.name
+    missing = 0
     for start in range(0, len(indexes), BATCH):
         chunk = indexes[start : start + BATCH]
         uids = [sel.uids[i] for i in chunk]
@@ -180,7 +181,8 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
         for i in chunk:
             row = by_uid.get(sel.uids[i])
             if row is None:
-                continue  # expunged meanwhile
+                missing += 1  # expunged meanwhile
+                continue
             if args.changedsince is not None and row.modseq <= args.changedsince:
                 continue
             todo.append((i, _Message(row)))
@@ -200,15 +202,16 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
                         seen_now.add(row.uid)
         for rstart in range(0, len(todo), RAW_BATCH if need_raw else len(todo)):
             part = todo[rstart : rstart + (RAW_BATCH if need_raw else len(todo))]
-            missing = need_meta and any(m.row.envelope is None for _i, m in part)
-            if need_raw or missing:
+            no_meta = need_meta and any(m.row.envelope is None for _i, m in part)
+            if need_raw or no_meta:
                 wanted = [m.row.uid for _i, m in part if need_raw or m.row.envelope is None]
                 raws = dict(await store.fetch_raw_many(user, folder, wanted))
                 for _i, m in part:
                     m.raw = raws.get(m.row.uid)
             for i, m in part:
                 if need_raw and m.raw is None:
-                    continue  # expunged meanwhile
+                    missing += 1  # expunged meanwhile
+                    continue
                 if (need_meta or need_raw) and m.row.envelope is None and m.raw is not None:
                     m.meta = await compute_meta(m.raw)
                     try:
@@ -226,6 +229,8 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
                     sel.set_flags(i, row.flags, row.modseq)
                 s.write(b"* %d FETCH (" % (i + 1) + b" ".join(items) + b")\r\n")
                 await s.maybe_drain()
+    if missing:
+        raise No("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return f"OK {'UID ' if cmd.uid else ''}FETCH completed"
 
 

@@ -37,7 +37,7 @@ def message(n: int = 1, subject: str | None = None, body: str = "hello world", *
         f"To: {USER}",
         f"Subject: {subject if subject is not None else f'test {n}'}",
         f"Message-ID: <{n}@example.net>",
-        "Date: Tue, 03 Mar 2026 12:00:00 +0100",
+        "Date: " + headers.pop("Date", "Tue, 03 Mar 2026 12:00:00 +0100"),
     ]
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
