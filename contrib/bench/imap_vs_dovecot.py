@@ -246,6 +246,9 @@ class Target:
         self.logfile = self.root / "server.log"
 
     def setup(self) -> None: ...
+    def restart(self) -> None:
+        """Stop the server and start it again on the same data (gomail: a new process)."""
+
     def memory_kib(self) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -272,6 +275,7 @@ class Dovecot(Target):
         maildir = home / "Maildir"
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True)
+            (maildir / ".Empty" / sub).mkdir(parents=True)
         t0 = time.monotonic()
         for i in range(self.args.messages):
             raw, when, seen, flagged = make_message(i)
@@ -380,6 +384,13 @@ class Gomail(Target):
         t0 = time.monotonic()
         asyncio.run(self.fill())
         log(f"  gomail: {self.args.messages} messages appended in {time.monotonic() - t0:.1f}s")
+        self.start()
+
+    def restart(self) -> None:
+        stop(self.proc)
+        self.start()
+
+    def start(self) -> None:
         argv = [self.gomail_bin(), "--data", str(self.data), "run"]
         listen = {
             "imap": self.port,
@@ -417,6 +428,7 @@ class Gomail(Target):
                     batch = []
             if batch:
                 await store.append_many(USER, "INBOX", batch)
+            await store.create_folder(USER, "Empty")
         finally:
             await store.close()
 
@@ -516,33 +528,58 @@ OPERATIONS = (
 )
 
 
-def one_pass(target: Target) -> dict[str, tuple[float, int | None]]:
-    """Every operation once: {operation: (milliseconds, hits or responses)}."""
+def one_pass(
+    target: Target, operations: bool = True
+) -> tuple[dict[str, tuple[float, int | None]], dict[str, str]]:
+    """Every operation once: ({operation: (milliseconds, hits or responses)}, {operation:
+    error}). An operation that fails is reported and the pass goes on, on a new connection."""
     out: dict[str, tuple[float, int | None]] = {}
+    errors: dict[str, str] = {}
+
+    def connect() -> tuple[Client, bytes]:
+        c = Client(target.port)
+        try:
+            c.cmd(f'LOGIN "{USER}" "{PASSWORD}"')
+            return c, c.cmd("SELECT INBOX")
+        except BaseException:
+            c.close()
+            raise
+
+    c: Client | None = None
     t0 = time.perf_counter()
-    c = Client(target.port)
     try:
-        c.cmd(f'LOGIN "{USER}" "{PASSWORD}"')
-        resp = c.cmd("SELECT INBOX")
+        c, resp = connect()
         exists = re.search(rb"^\* (\d+) EXISTS", resp, re.M)
         out["LOGIN+SELECT"] = (
             (time.perf_counter() - t0) * 1000,
             int(exists.group(1)) if exists else None,
         )
-        for name, line, count in OPERATIONS[1:]:
-            t0 = time.perf_counter()
-            resp = c.cmd(line)
-            out[name] = ((time.perf_counter() - t0) * 1000, count(resp))
+    except (ImapError, OSError) as exc:
+        errors["LOGIN+SELECT"] = str(exc)
+    try:
+        for name, line, count in OPERATIONS[1:] if operations else ():
+            try:
+                if c is None:
+                    c, _ = connect()
+                t0 = time.perf_counter()
+                resp = c.cmd(line)
+                out[name] = ((time.perf_counter() - t0) * 1000, count(resp))
+            except (ImapError, OSError) as exc:
+                errors[name] = str(exc)
+                if c is not None:
+                    c.close()
+                c = None
     finally:
-        c.close()
-    return out
+        if c is not None:
+            c.close()
+    return out, errors
 
 
 # --------------------------------------------------------------------------------------------
 # idle connections
 
 
-async def open_idlers(port: int, tls: bool, count: int, concurrency: int = 50):
+async def open_idlers(port: int, tls: bool, count: int, folder: str, concurrency: int = 50):
     """count connections, each logged in, INBOX selected and in IDLE. Returns the writers
     and how many failed (with the first error)."""
     sem = asyncio.Semaphore(concurrency)
@@ -576,7 +613,7 @@ async def open_idlers(port: int, tls: bool, count: int, concurrency: int = 50):
                     writer.write(f'a LOGIN "{USER}" "{PASSWORD}"\r\n'.encode())
                     if not (await expect(reader, b"a ")).startswith(b"a OK"):
                         raise ImapError("LOGIN refused")
-                    writer.write(b"b SELECT INBOX\r\n")
+                    writer.write(f"b SELECT {folder}\r\n".encode())
                     if not (await expect(reader, b"b ")).startswith(b"b OK"):
                         raise ImapError("SELECT refused")
                     writer.write(b"c IDLE\r\n")
@@ -597,15 +634,24 @@ async def close_writers(writers) -> None:
     await asyncio.sleep(0)
 
 
-def idle_memory(target: Target, tls: bool, count: int, settle: float) -> dict:
+MEMORY_CASES = (  # (row, TLS, folder selected)
+    ("plain", False, "INBOX"),
+    ("TLS", True, "INBOX"),
+    ("plain, empty folder", False, "Empty"),
+)
+
+
+def idle_memory(target: Target, tls: bool, count: int, settle: float, folder: str) -> dict:
     port = target.tls_port if tls else target.port
     if port is None:
         return {"error": "no TLS"}
+    target.restart()  # memory freed by earlier connections would be reused, hiding the cost
+    one_pass(target, operations=False)  # lazy imports, caches: not the connections' cost
     time.sleep(settle)
     before, procs_before = target.memory_kib()
 
     async def go():
-        writers, errors = await open_idlers(port, tls, count)
+        writers, errors = await open_idlers(port, tls, count, folder)
         await asyncio.sleep(settle)
         after, procs_after = target.memory_kib()
         await close_writers(writers)
@@ -674,16 +720,15 @@ def main() -> int:
         timings: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
         hits: dict[str, dict[str, int | None]] = {t.name: {} for t in targets}
         cold: dict[str, dict[str, float]] = {t.name: {} for t in targets}
+        op_errors: dict[str, str] = {}
         for run in range(args.runs + 1):  # run 0 warms up (Dovecot indexes and caches)
             for t in targets:
                 if t.name in errors:
                     continue
-                try:
-                    res = one_pass(t)
-                except (ImapError, OSError) as exc:
-                    errors[t.name] = f"run {run}: {exc}"
-                    log(f"  {t.name}: {errors[t.name]}")
-                    continue
+                res, failed = one_pass(t)
+                for op, err in failed.items():
+                    op_errors.setdefault(f"{t.name}: {op}", f"run {run}: {err}"[:400])
+                    log(f"  {t.name}: {op}: {err[:300]}")
                 summary = ", ".join(f"{k} {v[0]:.0f}ms" for k, v in res.items())
                 log(f"  {'warm-up' if run == 0 else f'run {run}'} {t.name}: {summary}")
                 for op, (ms, n) in res.items():
@@ -696,17 +741,17 @@ def main() -> int:
         memory: dict[str, dict[str, dict]] = {t.name: {} for t in targets}
         if args.idle:
             for t in targets:
-                for tls in (False, True):
-                    kind = "TLS" if tls else "plain"
+                for kind, tls, folder in MEMORY_CASES:
                     log(f"  {t.name}: {args.idle} IDLE connections ({kind}) ...")
                     try:
-                        memory[t.name][kind] = idle_memory(t, tls, args.idle, args.settle)
+                        memory[t.name][kind] = idle_memory(t, tls, args.idle, args.settle, folder)
                     except (OSError, RuntimeError) as exc:
                         memory[t.name][kind] = {"error": str(exc)}
                     log(f"    {memory[t.name][kind]}")
         for t in targets:
             t.close()
 
+        errors.update(op_errors)
         print_table(args, names, timings, cold, hits, memory, errors)
         if args.json:
             args.json.write_text(
@@ -765,7 +810,7 @@ def print_table(args, names, timings, cold, hits, memory, errors) -> None:
             f"{'memory, ' + str(args.idle) + ' IDLE connections':<36} {'gomail':>10} "
             f"{'dovecot':>11} {'ratio':>6}  (KiB PSS per connection)"
         )
-        for kind in ("plain", "TLS"):
+        for kind, _, _ in MEMORY_CASES:
             gm = memory.get(g, {}).get(kind, {}).get("kib_per_connection")
             dm = memory.get(d, {}).get(kind, {}).get("kib_per_connection")
             ratio = f"{gm / dm:.2f}" if gm is not None and dm else "-"
