@@ -159,34 +159,23 @@ class SelectedFolder:
 
     def announce_expunged(self, uids: Iterable[int]) -> None:
         """Remove messages from the view and say so (EXPUNGE, or VANISHED with QRESYNC)."""
-        uids = sorted(set(uids))
-        if not uids:
+        uids = set(uids)
+        self.gone.difference_update(uids)
+        keep = {u for u in uids if self.seq_of(u) is not None}
+        if not keep:
             return
         s = self.session
-        keep = set()
-        removed = []
-        for u in uids:
-            if self.seq_of(u) is not None:
-                keep.add(u)
-        if not keep:
-            self.gone.difference_update(uids)
-            return
         if s.qresync:
             s.untagged(b"VANISHED " + str(SequenceSet.of(keep)).encode())
         else:
-            # Highest first: each sequence number is then valid when it is read.
+            # Highest first: each sequence number is still valid when the client reads it.
             for u in sorted(keep, reverse=True):
-                removed.append(self.seq_of(u))
                 s.untagged(b"%d EXPUNGE" % self.seq_of(u))
-                i = self.seq_of(u) - 1
-                del self.uids[i], self.flags[i], self.modseqs[i]
-        if s.qresync:
-            idx = [i for i, u in enumerate(self.uids) if u not in keep]
-            self.uids = [self.uids[i] for i in idx]
-            self.flags = [self.flags[i] for i in idx]
-            self.modseqs = [self.modseqs[i] for i in idx]
+        idx = [i for i, u in enumerate(self.uids) if u not in keep]
+        self.uids = [self.uids[i] for i in idx]
+        self.flags = [self.flags[i] for i in idx]
+        self.modseqs = [self.modseqs[i] for i in idx]
         self.recent.difference_update(keep)
-        self.gone.difference_update(uids)
 
     async def sync(self, *, expunge: bool = True, force: bool = False) -> None:
         """Tell the client what changed in the folder since it last heard.
