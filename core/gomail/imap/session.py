@@ -367,6 +367,12 @@ class ImapSession:
         except StoreError as e:
             log.warning("store refused %s: %s", name, e)
             result = f"NO {e}"
+        except (Closed, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            raise
+        except Exception:
+            # A bug must not cost the client its connection, nor show it a traceback.
+            log.exception("IMAP command %s failed", name)
+            result = "NO [SERVERBUG] Internal error; the command was not completed"
         else:
             if self.selected is not None and result.startswith("OK"):
                 await self.selected.sync(expunge=cmd.uid or name not in NO_EXPUNGE)

@@ -261,3 +261,38 @@ async def test_condstore_qresync(imap: Imap):
     assert b"* VANISHED (EARLIER) 3" in out
     assert any(line.startswith(b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ") for line in out)
     assert out[-1] == b"a2 OK [READ-WRITE] SELECT completed"
+
+
+async def test_imapclient(imap: Imap):
+    from imapclient import IMAPClient
+
+    for n in (1, 2):
+        await imap.deliver(message(n))
+
+    def run():
+        c = IMAPClient("127.0.0.1", port=imap.port, ssl=False, timeout=10)
+        c.login(USER, "secret-pw")
+        caps = c.capabilities()
+        assert b"MOVE" in caps and b"THREAD=REFERENCES" in caps and b"CONDSTORE" in caps
+        names = [name for _flags, _delim, name in c.list_folders()]
+        assert names[0] == "INBOX" and "Sent" in names
+        info = c.select_folder("INBOX")
+        assert info[b"EXISTS"] == 2 and info[b"UIDNEXT"] == 3
+        assert c.search(["SUBJECT", "test 2"]) == [2]
+        data = c.fetch([1, 2], ["ENVELOPE", "FLAGS", "RFC822.SIZE"])
+        assert data[1][b"ENVELOPE"].subject == b"test 1"
+        assert c.sort(["REVERSE", "ARRIVAL"]) == [2, 1]
+        assert c.thread() == ((1,), (2,))
+        c.add_flags([1], [b"\\Flagged"])
+        assert c.get_flags([1])[1] == (b"\\Flagged", b"\\Recent")
+        c.move([2], "Archive")
+        assert c.search() == [1]
+        c.create_folder("Neu/Ünter")
+        assert ((b"\\HasNoChildren",), b"/", "Neu/Ünter") in c.list_folders("Neu/*")
+        status = c.folder_status("Archive", ["MESSAGES", "UIDNEXT"])
+        assert status[b"MESSAGES"] == 1
+        c.idle()
+        c.idle_done()
+        c.logout()
+
+    await asyncio.to_thread(run)
