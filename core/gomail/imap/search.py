@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gomail.imap.selected import SelectedFolder
     from gomail.imap.session import ImapSession
 
-SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8", "UTF8"})
+SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8", "UTF8", "ISO-8859-1"})  # as the parser decodes
 MAX_META_FILL = 5000  # messages without meta computed before a header/text search
 
 
