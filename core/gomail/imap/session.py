@@ -22,6 +22,7 @@ from gomail import __version__, events
 from gomail.address import normalize_address
 from gomail.imap import parser as p
 from gomail.imap import wire
+from gomail.imap.compress import start_deflate
 from gomail.imap.selected import SelectedFolder
 from gomail.store import (
     HIERARCHY_DELIMITER,
@@ -71,6 +72,7 @@ _AUTH_CAPS = (
     "BINARY",
     "UTF8=ACCEPT",
     "STATUS=SIZE",
+    "COMPRESS=DEFLATE",
 )
 ENABLEABLE = {"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"}
 
@@ -154,6 +156,7 @@ class ImapSession:
         self.listener = listener
         self.reader = reader
         self.writer = writer
+        self.compressing: asyncio.Task | None = None  # the inflating task after COMPRESS
         peer = writer.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) and peer else ""
         self.tls = bool(getattr(listener, "implicit_tls", False))
@@ -334,6 +337,8 @@ class ImapSession:
                 await asyncio.wait_for(self.writer.drain(), 5)
             except Exception:
                 pass
+            if self.compressing is not None:
+                self.compressing.cancel()
 
     def state_error(self, name: str) -> str | None:
         if name in ANY_STATE:
@@ -344,8 +349,6 @@ class ImapSession:
             return "Log in first"
         if name in SELECTED and self.selected is None:
             return "No mailbox selected"
-        if name == "COMPRESS":
-            return "COMPRESS is not supported"
         return None
 
     async def execute(self, cmd: p.Command) -> None:
@@ -406,6 +409,18 @@ class ImapSession:
         return "OK ID completed"
 
     # --- not authenticated ------------------------------------------------------------------
+
+    async def cmd_compress(self, cmd: p.Command) -> str:
+        if self.compressing is not None:
+            raise No("DEFLATE is active already", "COMPRESSIONACTIVE")
+        if cmd.args.mechanism.upper() != "DEFLATE":
+            raise Bad(f"Unknown compression mechanism {cmd.args.mechanism}")
+        if self.reader._buffer:  # RFC 4978: no pipelining past COMPRESS
+            raise Bad("Data after COMPRESS")
+        self.write(f"{cmd.tag} OK DEFLATE active\r\n".encode())
+        await self.writer.drain()
+        self.reader, self.writer, self.compressing = start_deflate(self.reader, self.writer)
+        return None  # type: ignore[return-value]
 
     async def cmd_starttls(self, cmd: p.Command) -> str:
         if self.tls or getattr(self.listener, "implicit_tls", False):
