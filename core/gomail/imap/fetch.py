@@ -28,6 +28,7 @@ RAW_BATCH = 64  # messages per fetch_raw_many read
 OFFLOAD = 256 * 1024  # messages larger than this are parsed off the event loop
 
 _META_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
+_VIEW_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _RAW_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
 
@@ -165,6 +166,8 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
         vanished = [u for u in gone if test(u) and sel.seq_of(u) is None]
         if vanished:
             s.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet.of(vanished)).encode())
+    if names | {"UID"} <= _VIEW_ITEMS and args.changedsince is None and not sel.has_pending():
+        return await _fetch_from_view(s, cmd, attrs, indexes)
     need_meta = any(_needs_meta(a) for a in attrs)
     need_raw = any(_needs_raw(a) for a in attrs)
     sets_seen = not sel.readonly and any(_sets_seen(a) for a in attrs)
@@ -231,6 +234,32 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
                 await s.maybe_drain()
     if missing:
         raise No("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return f"OK {'UID ' if cmd.uid else ''}FETCH completed"
+
+
+async def _fetch_from_view(
+    s: ImapSession, cmd: p.Command, attrs: list[p.FetchAttribute], indexes: list[int]
+) -> str:
+    """FETCH of only UID, FLAGS and MODSEQ (what clients ask most, for a whole folder, on
+    every resync), answered from the session's view of the folder without a store read."""
+    sel = s.selected
+    uids, modseqs, gone = sel.uids, sel.modseqs, sel.gone
+    write = s.write
+    for i in indexes:
+        uid = uids[i]
+        if uid in gone:
+            continue
+        items = []
+        for a in attrs:
+            if a.name == "UID":
+                items.append(b"UID %d" % uid)
+            elif a.name == "FLAGS":
+                items.append(_flags_item(sel.flags_of(i)))
+            else:
+                items.append(b"MODSEQ (%d)" % modseqs[i])
+        write(b"* %d FETCH (" % (i + 1) + b" ".join(items) + b")\r\n")
+        if i % 256 == 0:
+            await s.maybe_drain()
     return f"OK {'UID ' if cmd.uid else ''}FETCH completed"
 
 

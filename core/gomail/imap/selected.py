@@ -13,6 +13,7 @@ RFC 3501 section 7.4.1) keep their place in the view until they may.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,11 @@ class SelectedFolder:
         self.uidvalidity = snap.uidvalidity
         self.uidnext = snap.uidnext
         self.modseq = snap.highestmodseq  # what the view has caught up with
-        self.uids: list[int] = [row[0] for row in snap.messages]
+        # Arrays of machine integers, not lists of int objects: a 10,000-message folder's
+        # view is ~120 KiB instead of ~560 KiB per session that has it selected.
+        self.uids = array("L", [row[0] for row in snap.messages])
         self.flags: list[tuple[str, ...]] = [row[1] for row in snap.messages]
-        self.modseqs: list[int] = [row[2] for row in snap.messages]
+        self.modseqs = array("Q", [row[2] for row in snap.messages])
         self.recent: set[int] = set(snap.recent)
         self.gone: set[int] = set()  # expunged, not yet announced
         self.feed = feed
@@ -172,10 +175,18 @@ class SelectedFolder:
             for u in sorted(keep, reverse=True):
                 s.untagged(b"%d EXPUNGE" % self.seq_of(u))
         idx = [i for i, u in enumerate(self.uids) if u not in keep]
-        self.uids = [self.uids[i] for i in idx]
+        self.uids = array("L", [self.uids[i] for i in idx])
         self.flags = [self.flags[i] for i in idx]
-        self.modseqs = [self.modseqs[i] for i in idx]
+        self.modseqs = array("Q", [self.modseqs[i] for i in idx])
         self.recent.difference_update(keep)
+
+    def has_pending(self) -> bool:
+        """Whether the folder changed (by anyone) since the view last caught up with it."""
+        if not self.dirty:
+            for change in self.feed.pending():
+                if change.folder == self.name and change.kind != "folders":
+                    self.dirty = True
+        return self.dirty
 
     async def sync(self, *, expunge: bool = True, force: bool = False) -> None:
         """Tell the client what changed in the folder since it last heard.
@@ -184,14 +195,10 @@ class SelectedFolder:
         messages are remembered and announced at the next allowed moment.
         """
         s = self.session
-        if not force and not self.dirty:
-            for change in self.feed.pending():
-                if change.folder == self.name and change.kind != "folders":
-                    self.dirty = True
-            if not self.dirty:
-                if expunge and self.gone:
-                    self.announce_expunged(self.gone)
-                return
+        if not force and not self.has_pending():
+            if expunge and self.gone:
+                self.announce_expunged(self.gone)
+            return
         self.dirty = False
         store: Store = s.app.store
         try:
