@@ -16,7 +16,7 @@ from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
 from gomail.smtp.protocol import GomailSMTP
 from gomail.store.sqlite import open_store
-from gomail.tls import server_context
+from gomail.tls import server_context, tune_asyncio_tls
 from gomail.yamlfile import ConfigError
 
 log = logging.getLogger("gomail")
@@ -91,6 +91,7 @@ class Server:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         tls = server_context(config)
+        tune_asyncio_tls()
         store = open_store(config.data_dir, config.blob_inline_max)
         await store.open()
         self.app = app = App(config, self.plugins, self.pipes, store)

@@ -243,24 +243,35 @@ async def _fetch_from_view(
     """FETCH of only UID, FLAGS and MODSEQ (what clients ask most, for a whole folder, on
     every resync), answered from the session's view of the folder without a store read."""
     sel = s.selected
-    uids, modseqs, gone = sel.uids, sel.modseqs, sel.gone
-    write = s.write
+    uids, modseqs, flags, gone = sel.uids, sel.modseqs, sel.flags, sel.gone
+    recent = sel.recent if not s.rev2 else ()
+    kinds = [a.name for a in attrs]
+    line = b"* %d FETCH (" + b" ".join(_VIEW_FORMAT[k] for k in kinds) + b")\r\n"
+    flag_bytes: dict[tuple[str, ...], bytes] = {}
+    out: list[bytes] = []
     for i in indexes:
         uid = uids[i]
         if uid in gone:
             continue
-        items = []
-        for a in attrs:
-            if a.name == "UID":
-                items.append(b"UID %d" % uid)
-            elif a.name == "FLAGS":
-                items.append(_flags_item(sel.flags_of(i)))
-            else:
-                items.append(b"MODSEQ (%d)" % modseqs[i])
-        write(b"* %d FETCH (" % (i + 1) + b" ".join(items) + b")\r\n")
-        if i % 256 == 0:
+        fl = flags[i]
+        if uid in recent:
+            fl = (*fl, "\\Recent")
+        fb = flag_bytes.get(fl)
+        if fb is None:
+            fb = flag_bytes[fl] = wire.paren_list(f.encode() for f in fl)
+        values = [i + 1]
+        for k in kinds:
+            values.append(uid if k == "UID" else fb if k == "FLAGS" else modseqs[i])
+        out.append(line % tuple(values))
+        if len(out) >= 1024:
+            s.write(b"".join(out))
+            out.clear()
             await s.maybe_drain()
+    s.write(b"".join(out))
     return f"OK {'UID ' if cmd.uid else ''}FETCH completed"
+
+
+_VIEW_FORMAT = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
 
 
 def _replace(row: MessageRow, flags: tuple[str, ...], modseq: int) -> MessageRow:
