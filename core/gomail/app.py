@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from gomail.config import Config
+from gomail.dns import Resolver, from_config
 from gomail.events import EventBus
 from gomail.passwords import PasswordHasher
 from gomail.pipeline import PipelineSet
@@ -26,12 +27,15 @@ class App:
         pipelines: PipelineSet,
         store: Store,
         hasher: PasswordHasher | None = None,
+        dns: Resolver | None = None,
     ) -> None:
         self.config = config
         self.plugins = plugins
         self.pipelines = pipelines
         self.store = store
         self.hasher = hasher or PasswordHasher()
+        # The one DNS resolver (gomail.dns) for delivery and every plugin that asks DNS.
+        self.dns = dns if dns is not None else from_config(config)
         self.events = EventBus(plugins, self)
         self.stopping = False
         # Verified against when the account does not exist, so that a wrong user name costs

@@ -25,6 +25,27 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "plugin_timeout": (int, float),
     "max_line_length": (int,),
     "max_recipients": (int,),
+    "dns": (dict,),
+    "delivery": (dict,),
+}
+
+# dns: {key: types}
+_DNS_KEYS: dict[str, tuple[type, ...]] = {
+    "nameservers": (list,),
+    "port": (int,),
+    "timeout": (int, float),
+}
+# delivery: {key: (Config attribute, types)}; times in seconds
+_DELIVERY_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "port": ("delivery_port", (int,)),
+    "concurrency": ("delivery_concurrency", (int,)),
+    "per_domain": ("delivery_per_domain", (int,)),
+    "connect_timeout": ("delivery_connect_timeout", (int, float)),
+    "command_timeout": ("delivery_command_timeout", (int, float)),
+    "data_timeout": ("delivery_data_timeout", (int, float)),
+    "retry": ("delivery_retry", (list,)),
+    "max_age": ("delivery_max_age", (int, float)),
+    "poll_interval": ("delivery_poll_interval", (int, float)),
 }
 
 
@@ -50,6 +71,23 @@ class Config:
     # RFC 5321 says 1,000 octets; real mail has longer lines, so we allow more by default.
     max_line_length: int = 10_000
     max_recipients: int = 1000
+    # DNS (gomail.dns): empty nameservers means the system's /etc/resolv.conf
+    dns_nameservers: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    dns_timeout: float = 5.0
+    # Outbound delivery (gomail.delivery). The port is 25 on the Internet; tests change it.
+    delivery_port: int = 25
+    delivery_concurrency: int = 50  # connections at once, all destinations
+    delivery_per_domain: int = 3  # connections at once to one destination domain
+    delivery_connect_timeout: float = 30.0
+    delivery_command_timeout: float = 300.0  # each SMTP command (RFC 5321 4.5.3.2)
+    delivery_data_timeout: float = 600.0  # DATA and the reply after the final dot
+    # seconds after each failed attempt; the last one repeats until max_age
+    delivery_retry: list[float] = field(
+        default_factory=lambda: [300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0]
+    )
+    delivery_max_age: float = 5 * 24 * 3600.0  # then the message bounces
+    delivery_poll_interval: float = 5.0  # how often the queue is looked at without a wake-up
     config_file: Path | None = None
 
     @property
@@ -139,5 +177,58 @@ def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDic
         setattr(cfg, key, value)
     elif key == "plugin_timeout":
         cfg.plugin_timeout = float(value)
+    elif key == "dns":
+        _set_dns(cfg, value, where)
+    elif key == "delivery":
+        _set_delivery(cfg, value, where)
     else:
         setattr(cfg, key, value)
+
+
+def _check_keys(value: dict, known: dict, where: str, section: str) -> None:
+    for key, item in value.items():
+        if key not in known:
+            names = ", ".join(sorted(known))
+            raise ConfigError(f"{where}: unknown setting {section}.{key} (known: {names})")
+        types = known[key] if section == "dns" else known[key][1]
+        if not isinstance(item, types) or isinstance(item, bool):
+            raise ConfigError(
+                f"{where}: {section}.{key} has the wrong type ({type(item).__name__})"
+            )
+
+
+def _set_dns(cfg: Config, value: dict, where: str) -> None:
+    _check_keys(value, _DNS_KEYS, where, "dns")
+    if "nameservers" in value:
+        servers = value["nameservers"]
+        if not all(isinstance(s, str) and s for s in servers):
+            raise ConfigError(f"{where}: dns.nameservers is a list of IP addresses")
+        cfg.dns_nameservers = [str(s) for s in servers]
+    if "port" in value:
+        if not 0 < value["port"] <= 65535:
+            raise ConfigError(f"{where}: dns.port {value['port']} is out of range")
+        cfg.dns_port = value["port"]
+    if "timeout" in value:
+        if value["timeout"] <= 0:
+            raise ConfigError(f"{where}: dns.timeout must be positive")
+        cfg.dns_timeout = float(value["timeout"])
+
+
+def _set_delivery(cfg: Config, value: dict, where: str) -> None:
+    _check_keys(value, _DELIVERY_KEYS, where, "delivery")
+    for key, item in value.items():
+        attr = _DELIVERY_KEYS[key][0]
+        if key == "retry":
+            if not item or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in item
+            ):
+                raise ConfigError(f"{where}: delivery.retry is a list of positive seconds")
+            item = [float(x) for x in item]
+        elif key == "port":
+            if not 0 < item <= 65535:
+                raise ConfigError(f"{where}: delivery.port {item} is out of range")
+        elif item <= 0:
+            raise ConfigError(f"{where}: delivery.{key} must be positive")
+        elif isinstance(item, int) and key.endswith(("timeout", "age", "interval")):
+            item = float(item)
+        setattr(cfg, attr, item)

@@ -11,6 +11,7 @@ import socket
 from gomail import __version__, events
 from gomail.app import App
 from gomail.config import Config
+from gomail.dns import from_config as dns_from_config
 from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
@@ -94,7 +95,7 @@ class Server:
         tune_asyncio_tls()
         store = open_store(config.data_dir, config.blob_inline_max)
         await store.open()
-        self.app = app = App(config, self.plugins, self.pipes, store)
+        self.app = app = App(config, self.plugins, self.pipes, store, dns=dns_from_config(config))
         for _name, impl in self.plugins.impls("startup"):
             await impl.function(**{n: app for n in impl.argnames})
         loop = asyncio.get_running_loop()

@@ -1,0 +1,169 @@
+"""The one DNS resolver of gomail: MX, address and TXT look-ups on dnspython's async resolver.
+
+Everything that asks DNS (outbound delivery, SPF, DKIM, DMARC, DANE, MTA-STS) goes through the
+:class:`Resolver` the server keeps as ``app.dns``, so that one setting decides where queries go::
+
+    dns:
+      nameservers: [127.0.0.1]   # default: the system's /etc/resolv.conf
+      port: 53
+      timeout: 5                 # seconds for a whole look-up (all servers, all retries)
+
+Failures are exceptions in two families, because a mail server must tell them apart:
+:class:`TemporaryDNSError` (SERVFAIL, time-out, no server answering: try again later) and
+:class:`PermanentDNSError` (NXDOMAIN, null MX, a host without addresses: give up now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+
+
+class DNSError(Exception):
+    """A look-up that gave no usable answer; its text says which name and why."""
+
+
+class TemporaryDNSError(DNSError):
+    """SERVFAIL, a time-out or no reachable server: the answer may come later."""
+
+
+class PermanentDNSError(DNSError):
+    """The name does not exist or cannot receive mail: asking again will not help."""
+
+
+class NoSuchDomain(PermanentDNSError):
+    """NXDOMAIN."""
+
+
+class NullMX(PermanentDNSError):
+    """The domain publishes a null MX (RFC 7505): it accepts no mail at all."""
+
+
+class NoAddress(PermanentDNSError):
+    """The host name exists but has neither A nor AAAA records."""
+
+
+@dataclass(frozen=True, slots=True)
+class MXHost:
+    """One mail exchanger of a domain. implicit: there was no MX record, and the domain's own
+    addresses stand in for one (RFC 5321 5.1)."""
+
+    preference: int
+    host: str  # without the trailing dot
+    implicit: bool = False
+
+
+def _name(text: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(text.rstrip(".") + ".")
+    except dns.exception.DNSException as exc:
+        raise NoSuchDomain(f"{text!r} is not a valid domain name: {exc}") from None
+
+
+class Resolver:
+    """Async look-ups. nameservers empty: the system's /etc/resolv.conf."""
+
+    def __init__(
+        self, nameservers: list[str] | tuple[str, ...] = (), port: int = 53, timeout: float = 5.0
+    ) -> None:
+        if nameservers:
+            res = dns.asyncresolver.Resolver(configure=False)
+            res.nameservers = list(nameservers)
+        else:
+            try:
+                res = dns.asyncresolver.Resolver(configure=True)
+            except dns.resolver.NoResolverConfiguration:
+                res = dns.asyncresolver.Resolver(configure=False)
+                res.nameservers = ["127.0.0.1"]
+        res.port = port
+        res.lifetime = timeout
+        res.timeout = min(timeout, 2.0)  # per server try: a dead server does not eat it all
+        self._res = res
+        self.timeout = timeout
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [str(ns) for ns in self._res.nameservers]
+
+    async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
+        """The answer, or None when the name exists without records of the type (NODATA)."""
+        qname = _name(name)
+        try:
+            answer = await self._res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            raise NoSuchDomain(f"{name}: no such domain (NXDOMAIN)") from None
+        except dns.resolver.YXDOMAIN:
+            raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
+        except dns.resolver.LifetimeTimeout:
+            raise TemporaryDNSError(f"{name} {rdtype}: DNS time-out") from None
+        except dns.resolver.NoNameservers as exc:
+            raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
+        except dns.exception.DNSException as exc:
+            raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
+        if answer.rrset is None:
+            return None
+        return answer
+
+    async def mx(self, domain: str) -> list[MXHost]:
+        """The domain's mail exchangers, most preferred first (equal preferences shuffled, RFC
+        5321 5.1). No MX record: the domain itself (implicit MX) when it has an address.
+        NullMX for a null MX, NoSuchDomain, NoAddress or TemporaryDNSError otherwise."""
+        answer = await self._query(domain, "MX")
+        if answer is None:
+            await self.addresses(domain)  # NoAddress when there is nothing to send to
+            return [MXHost(0, domain.rstrip(".").lower(), implicit=True)]
+        records = [(r.preference, r.exchange) for r in answer]
+        if any(ex == dns.name.root for _pref, ex in records):
+            raise NullMX(f"{domain} accepts no mail (null MX, RFC 7505)")
+        hosts: dict[str, int] = {}
+        for pref, ex in records:
+            host = ex.to_text(omit_final_dot=True).lower()
+            hosts[host] = min(pref, hosts.get(host, pref))
+        items = list(hosts.items())
+        random.shuffle(items)
+        items.sort(key=lambda item: item[1])  # stable: ties stay shuffled
+        return [MXHost(pref, host) for host, pref in items]
+
+    async def addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of host. NoAddress when it has none, NoSuchDomain for
+        NXDOMAIN; TemporaryDNSError only when neither look-up answered."""
+        results = await asyncio.gather(
+            self._query(host, "A"), self._query(host, "AAAA"), return_exceptions=True
+        )
+        out: list[str] = []
+        errors: list[BaseException] = []
+        for res in results:
+            if isinstance(res, BaseException):
+                if not isinstance(res, DNSError):
+                    raise res
+                errors.append(res)
+            elif res is not None:
+                out.extend(r.address for r in res)
+        if out:
+            return out
+        for err in errors:
+            if isinstance(err, PermanentDNSError):
+                raise err
+        if errors:
+            raise errors[0]
+        raise NoAddress(f"{host} has no A or AAAA record")
+
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records of name, each with its strings joined (as SPF/DKIM/DMARC want);
+        [] when the name has none. NoSuchDomain for NXDOMAIN."""
+        answer = await self._query(name, "TXT")
+        if answer is None:
+            return []
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+
+def from_config(config) -> Resolver:
+    """The resolver the config describes (``dns:`` setting)."""
+    return Resolver(config.dns_nameservers, config.dns_port, config.dns_timeout)
