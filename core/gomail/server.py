@@ -11,6 +11,7 @@ import socket
 from gomail import __version__, events
 from gomail.app import App
 from gomail.config import Config
+from gomail.delivery import QueueRunner
 from gomail.dns import from_config as dns_from_config
 from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
@@ -87,6 +88,7 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.imap: list = []  # gomail.imap.server.ImapListener
         self.app: App | None = None
+        self.queue_runner: QueueRunner | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -120,6 +122,8 @@ class Server:
                                   "tls": ln.tls, "auth": ln.auth}},
             )  # fmt: skip
         await self._start_imap(app, tls)
+        self.queue_runner = QueueRunner(app)
+        await self.queue_runner.start()
         app.emit(events.SERVER_STARTED, version=__version__)
 
     async def _start_imap(self, app: App, tls) -> None:
@@ -189,6 +193,8 @@ class Server:
                 await impl.function(**{n: app for n in impl.argnames})
             except Exception:
                 log.exception("plugin %s failed at shutdown", _name)
+        if self.queue_runner is not None:
+            await self.queue_runner.stop()
         await app.events.drain()
         await app.store.close()
         log.info("stopped")

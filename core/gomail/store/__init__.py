@@ -442,8 +442,17 @@ class Store(ABC):
     async def search_text(
         self, user: str, folder: str, query: str, where: Literal["body", "text"]
     ) -> set[int]:
-        """UIDs whose body ("body") or header and body ("text") contain query, case-
-        insensitively, through the full-text index (messages stored without meta: never)."""
+        """UIDs whose body ("body") or header or body ("text") contain query as a case-
+        insensitive substring (``str.casefold``), through the full-text index (messages stored
+        without meta: never; an empty query: every message). No false positives: what the
+        index suggests is checked exactly.
+
+        Word-based, like Dovecot's FTS plugins and Gmail: when the query has word characters
+        (letters, digits), a message is found only where the query's first word starts a word
+        of the message (the last word may be a prefix: "inv" finds "invoice"). A substring that
+        starts inside a word ("voice" in "invoice") is NOT found then. Only a query without any
+        word characters ("@", "--") is looked for anywhere, by scanning the folder's stored
+        text."""
 
     @abstractmethod
     async def search_header(self, user: str, folder: str, field: str, value: str) -> set[int]:
@@ -527,8 +536,51 @@ class Store(ABC):
         commit. Writes by another process (the admin CLI) are not seen."""
 
     # outbound queue
+    #
+    # One entry per (transaction, remote recipient); entry ids are strings of integers. A
+    # delivered entry is removed; a failed one is removed together with the storing of its
+    # DSN (queue_bounce), so that "bounced" never lingers. Each change is one durable commit.
     @abstractmethod
     async def list_queue(self) -> list[QueueEntry]: ...
+
+    @abstractmethod
+    async def queue_entry(self, entry_id: str | int) -> QueueEntry | None: ...
+
+    @abstractmethod
+    async def due_queue(self, now: float, limit: int = 1000) -> list[QueueEntry]:
+        """Entries to try now: state queued or deferred and next_attempt <= now, the longest
+        due first, at most limit. The caller groups them by (queue_id, recipient domain): one
+        SMTP transaction each."""
+
+    @abstractmethod
+    async def queue_message(self, entry_id: str | int) -> bytes:
+        """The stored bytes of an entry's message (as stored: they may begin with a
+        Return-Path header, which a relay strips). NoSuchMessage if the entry is gone."""
+
+    @abstractmethod
+    async def queue_sent(self, ids: Iterable[str | int]) -> None:
+        """The far side took these recipients (250): remove the entries, durably, at once."""
+
+    @abstractmethod
+    async def queue_defer(self, ids: Iterable[str | int], next_attempt: float, error: str) -> None:
+        """A temporary failure: state deferred, one more attempt counted, next try at
+        next_attempt, error (the remote answer) kept as last_error."""
+
+    @abstractmethod
+    async def queue_bounce(
+        self, ids: Iterable[str | int], error: str, dsn: Delivery | None = None
+    ) -> None:
+        """A permanent failure: remove the entries and store dsn (the bounce to the sender,
+        local and/or queued) in the same transaction, so a crash leaves either both or
+        neither. dsn None: no bounce (a null-sender message)."""
+
+    @abstractmethod
+    async def queue_retry(self, ids: Iterable[str | int] | None, now: float) -> int:
+        """Make waiting entries (all when ids is None) due at now; how many changed."""
+
+    @abstractmethod
+    async def queue_delete(self, ids: Iterable[str | int]) -> int:
+        """Remove entries without delivering or bouncing them; how many went."""
 
     # maintenance
     @abstractmethod

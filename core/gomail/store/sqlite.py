@@ -135,6 +135,10 @@ _SQL_QUEUE = (
     "INSERT INTO queue (queue_id, sender, recipient, blob, size, created, next_attempt)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_SQL_QUEUE_ENTRY = (
+    "SELECT id, sender, recipient, size, created, next_attempt, attempts, state, last_error,"
+    " queue_id FROM queue"
+)
 
 
 # --- connections and migrations ---------------------------------------------------------------
@@ -1725,6 +1729,103 @@ class SqliteStore(Store):
             return [QueueEntry(str(row[0]), *row[1:]) for row in rows]
 
         return await self._read(read)
+
+    async def queue_entry(self, entry_id: str | int) -> QueueEntry | None:
+        def read(conn: sqlite3.Connection) -> QueueEntry | None:
+            row = conn.execute(_SQL_QUEUE_ENTRY + " WHERE id = ?", (int(entry_id),)).fetchone()
+            return QueueEntry(str(row[0]), *row[1:]) if row else None
+
+        return await self._read(read)
+
+    async def due_queue(self, now: float, limit: int = 1000) -> list[QueueEntry]:
+        def read(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                _SQL_QUEUE_ENTRY + " WHERE state IN ('queued', 'deferred') AND next_attempt <= ?"
+                " ORDER BY next_attempt, id LIMIT ?",
+                (now, limit),
+            )
+            return [QueueEntry(str(row[0]), *row[1:]) for row in rows]
+
+        return await self._read(read)
+
+    async def queue_message(self, entry_id: str | int) -> bytes:
+        def read(conn: sqlite3.Connection) -> tuple[str, bytes | None] | None:
+            return conn.execute(
+                "SELECT b.sha256, b.data FROM queue q JOIN blobs b ON b.sha256 = q.blob"
+                " WHERE q.id = ?",
+                (int(entry_id),),
+            ).fetchone()
+
+        row = await self._read(read)
+        if row is None:
+            raise NoSuchMessage(f"no queue entry {entry_id}")
+        sha, data = row
+        if data is not None:
+            return data
+        try:
+            return await asyncio.to_thread(self.files.read, sha)
+        except FileNotFoundError:  # the entry went (and its body) since the read
+            raise NoSuchMessage(f"no queue entry {entry_id}") from None
+
+    async def queue_sent(self, ids: Iterable[str | int]) -> None:
+        keys = [(int(i),) for i in ids]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM queue WHERE id = ?", keys)
+
+        if keys:
+            await self._write(job, frees_blobs=True)
+
+    async def queue_defer(self, ids: Iterable[str | int], next_attempt: float, error: str) -> None:
+        keys = [(next_attempt, error, int(i)) for i in ids]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE queue SET state = 'deferred', attempts = attempts + 1,"
+                " next_attempt = ?, last_error = ? WHERE id = ?",
+                keys,
+            )
+
+        if keys:
+            await self._write(job)
+
+    async def queue_bounce(
+        self, ids: Iterable[str | int], error: str, dsn: Delivery | None = None
+    ) -> None:
+        keys = [(int(i),) for i in ids]
+        prepared = await self._prepare_blob(dsn.raw) if dsn is not None else None
+        now = time.time()
+
+        def job(conn: sqlite3.Connection) -> None:
+            if dsn is not None and prepared is not None:
+                self._deliver_job(conn, dsn, *prepared, now)
+            log.info("queue: bounced entries %s: %s", [k[0] for k in keys], error)
+            conn.executemany("DELETE FROM queue WHERE id = ?", keys)
+
+        if keys or dsn is not None:
+            await self._write(job, frees_blobs=True)
+
+    async def queue_retry(self, ids: Iterable[str | int] | None, now: float) -> int:
+        keys = None if ids is None else [(now, int(i)) for i in ids]
+
+        def job(conn: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE queue SET next_attempt = ? WHERE state IN ('queued', 'deferred')"
+                " AND next_attempt > ?"
+            )
+            if keys is None:
+                return conn.execute(sql, (now, now)).rowcount
+            return sum(conn.execute(sql + " AND id = ?", (t, t, i)).rowcount for t, i in keys)
+
+        return await self._write(job)
+
+    async def queue_delete(self, ids: Iterable[str | int]) -> int:
+        keys = [(int(i),) for i in ids]
+
+        def job(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute("DELETE FROM queue WHERE id = ?", k).rowcount for k in keys)
+
+        return await self._write(job, frees_blobs=True) if keys else 0
 
     # --- maintenance --------------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""One SMTP client session to one address of one MX host, with every reply recorded.
+
+aiosmtplib drives the protocol; we connect to the IP itself (``hostname=IP, start_tls=False``),
+take STARTTLS when offered with a context that does not verify (opportunistic TLS: a bad
+certificate is still better than plaintext; DANE and MTA-STS are for plugins to enforce), and
+call ``mail``/``rcpt``/``data`` ourselves so that each recipient's answer is known.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiosmtplib
+
+Reply = tuple[int, str]  # (code, "5.1.1 text ...")
+
+
+class TryNext(Exception):
+    """Nothing was decided for any recipient (connection refused, greeting or EHLO refused,
+    MAIL FROM answered 4xx, time-out before MAIL): the next address or MX may do better."""
+
+
+class TLSFailed(TryNext):
+    """STARTTLS was offered but the handshake failed: try the same address without TLS."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 30.0
+    command: float = 300.0
+    data: float = 600.0
+
+
+def opportunistic_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def reply_text(code: int, message: str) -> str:
+    return f"{code} " + " ".join(message.split())
+
+
+_BROKEN = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+async def send(
+    *,
+    ip: str,
+    host: str,
+    port: int,
+    helo: str,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    timeouts: Timeouts,
+    tls: ssl.SSLContext | None,
+    record: Callable[[dict[str, Reply]], Awaitable[None]],
+) -> None:
+    """Offer the message to one server. Once MAIL FROM is answered, every recipient gets a
+    reply (the server's, or a made-up 4xx when the connection breaks) and record(replies) is
+    awaited exactly once, before QUIT, so that a 250 is stored before anything else happens.
+    Before that point, TryNext (or TLSFailed) and record is not called."""
+    client = aiosmtplib.SMTP(
+        hostname=ip,
+        port=port,
+        local_hostname=helo,
+        timeout=timeouts.command,
+        start_tls=False,
+        validate_certs=False,
+    )
+    where = f"{host}[{ip}]"
+    try:
+        try:
+            await client.connect(timeout=timeouts.connect)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            raise TryNext(f"{where} greeted with {reply_text(exc.code, exc.message)}") from None
+        except _BROKEN as exc:
+            raise TryNext(f"connect to {where}: {exc or type(exc).__name__}") from None
+        try:
+            try:
+                await client.ehlo(timeout=timeouts.command)
+            except aiosmtplib.SMTPHeloError as exc:
+                if exc.code < 500:
+                    raise
+                await client.helo(timeout=timeouts.command)
+            if tls is not None and client.supports_extension("starttls"):
+                try:
+                    await client.starttls(
+                        server_hostname=host, tls_context=tls, timeout=timeouts.command
+                    )
+                except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
+                    raise TLSFailed(f"STARTTLS with {where} failed: {exc}") from None
+                await client.ehlo(timeout=timeouts.command)
+            await client.mail(sender, timeout=timeouts.command)
+        except TryNext:
+            raise
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code < 500:
+                raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
+            text = reply_text(exc.code, exc.message)
+            await record({r: (exc.code, text) for r in recipients})
+            return
+        except aiosmtplib.SMTPResponseException as exc:
+            raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
+        except _BROKEN as exc:
+            raise TryNext(f"{where}: {exc or type(exc).__name__}") from None
+        replies: dict[str, Reply] = {}
+        accepted: list[str] = []
+        try:
+            for rcpt in recipients:
+                try:
+                    resp = await client.rcpt(rcpt, timeout=timeouts.command)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    replies[rcpt] = (exc.code, reply_text(exc.code, exc.message))
+                else:
+                    accepted.append(rcpt)
+                    replies[rcpt] = (resp.code, reply_text(resp.code, resp.message))
+            if accepted:
+                try:
+                    resp = await client.data(message, timeout=timeouts.data)
+                    final = (resp.code, reply_text(resp.code, resp.message))
+                except aiosmtplib.SMTPDataError as exc:
+                    final = (exc.code, reply_text(exc.code, exc.message))
+                for rcpt in accepted:
+                    replies[rcpt] = final
+        except _BROKEN as exc:
+            broken = (451, f"451 4.4.2 connection with {where} broken: {exc or type(exc).__name__}")
+            for rcpt in recipients:
+                if rcpt not in replies or rcpt in accepted:
+                    replies[rcpt] = broken
+        await record(replies)
+        try:
+            await client.quit(timeout=min(timeouts.command, 10.0))
+        except _BROKEN:
+            pass
+    finally:
+        client.close()

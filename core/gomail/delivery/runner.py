@@ -1,0 +1,325 @@
+"""The queue runner: due entries -> MX look-up -> one SMTP transaction per (message, domain).
+
+Nothing lost, nothing twice: every recipient's outcome is stored as soon as the far side has
+answered (a 250 after DATA removes the entry before QUIT is even sent), a failure before that
+leaves the entry due again, and a permanent failure removes the entry in the same commit that
+stores the bounce (:meth:`gomail.store.Store.queue_bounce`). Retries follow
+``delivery.retry`` (5m, 10m, 30m, 1h, 2h, 4h, then every 4h) until ``delivery.max_age``
+(5 days), when the message bounces.
+
+Not yet here (issue 5): delay notices, SMTPUTF8/8BITMIME negotiation, smarthost, SRS, the
+outbound pipeline stages (route, tls_policy, throttle), rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from gomail.context import LocalDelivery, new_id
+from gomail.delivery.client import Reply, Timeouts, TLSFailed, TryNext, opportunistic_context, send
+from gomail.delivery.dsn import Failure, build_dsn
+from gomail.dns import DNSError, NoSuchDomain, NullMX, PermanentDNSError
+from gomail.store import Delivery, NoSuchMessage, QueueEntry
+
+log = logging.getLogger("gomail.delivery")
+
+EMAIL_SENT = "email.sent"
+EMAIL_DEFERRED = "email.deferred"
+EMAIL_BOUNCED = "email.bounced"
+
+BATCH = 1000  # entries read from the queue per pass
+
+_RETURN_PATH = re.compile(rb"\AReturn-Path:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*", re.IGNORECASE)
+
+
+def strip_return_path(raw: bytes) -> bytes:
+    """The message without the Return-Path header that local delivery put first (RFC 5321
+    4.4: a relay removes it); other headers untouched."""
+    return _RETURN_PATH.sub(b"", raw, count=1)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class QueueRunner:
+    """``await start()`` / ``await stop()``; ``wake()`` to look at the queue now;
+    ``await run_once(now)`` runs one pass to its end (tests and ``queue flush``)."""
+
+    def __init__(self, app, clock: Callable[[], float] = time.time) -> None:
+        cfg = app.config
+        self.app = app
+        self.clock = clock
+        self.timeouts = Timeouts(
+            cfg.delivery_connect_timeout, cfg.delivery_command_timeout, cfg.delivery_data_timeout
+        )
+        self._global = asyncio.Semaphore(cfg.delivery_concurrency)
+        self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}  # and its users
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._main: asyncio.Task | None = None
+        self._tls = opportunistic_context()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._main is None:
+            self._main = asyncio.create_task(self._loop(), name="gomail-queue-runner")
+
+    async def stop(self) -> None:
+        """Stop at once: sessions in flight are cut; what they had not recorded stays queued."""
+        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        self._main = None
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._inflight.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self, now: float | None = None) -> None:
+        tasks = await self._pass(self.clock() if now is None else now)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        interval = self.app.config.delivery_poll_interval
+        while True:
+            try:
+                await self._pass(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue runner: pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _pass(self, now: float) -> list[asyncio.Task]:
+        entries = await self.app.store.due_queue(now, BATCH)
+        groups: dict[tuple[str, str], list[QueueEntry]] = {}
+        for e in entries:
+            if e.id not in self._inflight:
+                groups.setdefault((e.queue_id, domain_of(e.recipient)), []).append(e)
+        started = []
+        for (_qid, domain), group in groups.items():
+            self._inflight.update(e.id for e in group)
+            task = asyncio.create_task(self._deliver(domain, group, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        return started
+
+    # --- one group ------------------------------------------------------------------------
+
+    async def _deliver(self, domain: str, group: list[QueueEntry], now: float) -> None:
+        sem, users = self._domains.get(domain) or (
+            asyncio.Semaphore(self.app.config.delivery_per_domain),
+            0,
+        )
+        self._domains[domain] = (sem, users + 1)
+        try:
+            async with sem, self._global:
+                await self._attempt(domain, group, now)
+        except asyncio.CancelledError:
+            raise
+        except NoSuchMessage:
+            pass  # deleted meanwhile (gomail queue delete)
+        except Exception as exc:
+            log.exception("queue: delivery of %s to %s failed", group[0].queue_id, domain)
+            with contextlib.suppress(Exception):
+                await self._defer(group, f"451 4.3.0 internal error: {exc}", now)
+        finally:
+            self._inflight.difference_update(e.id for e in group)
+            sem, users = self._domains[domain]
+            if users <= 1:
+                del self._domains[domain]
+            else:
+                self._domains[domain] = (sem, users - 1)
+
+    async def _attempt(self, domain: str, group: list[QueueEntry], now: float) -> None:
+        stored = await self.app.store.queue_message(group[0].id)
+        message = strip_return_path(stored)
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
+        dns = self.app.dns
+        try:
+            mxs = await dns.mx(domain)
+        except NullMX:
+            await self._fail(group, "556 5.1.10 Recipient domain has a null MX (RFC 7505)", message)
+            return
+        except NoSuchDomain:
+            await self._fail(group, f"550 5.1.2 Domain {domain} does not exist", message)
+            return
+        except PermanentDNSError as exc:
+            await self._fail(group, f"550 5.1.2 {exc}", message)
+            return
+        except DNSError as exc:
+            await self._defer(group, f"451 4.4.3 DNS look-up of {domain} failed: {exc}", now)
+            return
+        last = f"451 4.4.1 No mail exchanger of {domain} could be reached"
+        for mx in mxs:
+            try:
+                addresses = await dns.addresses(mx.host)
+            except DNSError as exc:
+                last = f"451 4.4.3 {mx.host}: {exc}"
+                continue
+            for ip in addresses:
+                try:
+                    await self._session(ip, mx.host, group, message, now)
+                    return
+                except TryNext as exc:
+                    last = f"451 4.4.1 {exc}"
+                    log.info("queue %s: %s", group[0].queue_id, exc)
+        await self._defer(group, last, now)
+
+    async def _session(
+        self, ip: str, host: str, group: list[QueueEntry], message: bytes, now: float
+    ) -> None:
+        cfg = self.app.config
+        by_rcpt = {e.recipient: e for e in group}
+        remote = f"{host}[{ip}]"
+
+        async def record(replies: dict[str, Reply]) -> None:
+            await self._record(by_rcpt, replies, remote, host, message, now)
+
+        kwargs = dict(
+            ip=ip,
+            host=host,
+            port=cfg.delivery_port,
+            helo=cfg.hostname,
+            sender=group[0].sender,
+            recipients=list(by_rcpt),
+            message=message,
+            timeouts=self.timeouts,
+            record=record,
+        )
+        try:
+            await send(tls=self._tls, **kwargs)
+        except TLSFailed as exc:
+            log.info("queue %s: %s; trying without TLS", group[0].queue_id, exc)
+            await send(tls=None, **kwargs)
+
+    async def _record(
+        self,
+        by_rcpt: dict[str, QueueEntry],
+        replies: dict[str, Reply],
+        remote: str,
+        host: str,
+        message: bytes,
+        now: float,
+    ) -> None:
+        sent = [r for r, (code, _t) in replies.items() if 200 <= code < 300]
+        if sent:
+            await self.app.store.queue_sent(by_rcpt[r].id for r in sent)
+            qid = by_rcpt[sent[0]].queue_id
+            log.info("queue %s: sent to %s via %s", qid, ", ".join(sent), remote)
+            self.app.emit(
+                EMAIL_SENT, queue_id=qid, recipients=sent, remote=remote,
+                reply=replies[sent[0]][1],
+            )  # fmt: skip
+        by_text: dict[str, list[QueueEntry]] = {}
+        failed: list[tuple[QueueEntry, str]] = []
+        for rcpt, (code, text) in replies.items():
+            if 400 <= code < 500 or code < 200 or 300 <= code < 400:
+                by_text.setdefault(text, []).append(by_rcpt[rcpt])
+            elif code >= 500:
+                failed.append((by_rcpt[rcpt], text))
+        for text, entries in by_text.items():
+            await self._defer(entries, f"{text} (from {host})", now)
+        if failed:
+            await self._bounce(failed, message, remote=host)
+
+    # --- outcomes -------------------------------------------------------------------------
+
+    async def _defer(self, entries: list[QueueEntry], error: str, now: float) -> None:
+        cfg = self.app.config
+        schedule = cfg.delivery_retry
+        expired: list[QueueEntry] = []
+        by_next: dict[float, list[QueueEntry]] = {}
+        for e in entries:
+            if now - e.created >= cfg.delivery_max_age:
+                expired.append(e)
+                continue
+            delay = schedule[min(e.attempts, len(schedule) - 1)]
+            nxt = min(now + delay, e.created + cfg.delivery_max_age)
+            by_next.setdefault(nxt, []).append(e)
+        for nxt, group in by_next.items():
+            await self.app.store.queue_defer([e.id for e in group], nxt, error)
+            log.info(
+                "queue %s: deferred %s until %s: %s", group[0].queue_id,
+                ", ".join(e.recipient for e in group), time.ctime(nxt), error,
+            )  # fmt: skip
+            self.app.emit(
+                EMAIL_DEFERRED, queue_id=group[0].queue_id,
+                recipients=[e.recipient for e in group], error=error, next_attempt=nxt,
+            )  # fmt: skip
+        if expired:
+            days = cfg.delivery_max_age / 86400
+            text = f"{error} (gave up after {days:g} days)"
+            # the message bytes are read again: the caller may not have them (DNS failure)
+            stored = await self.app.store.queue_message(expired[0].id)
+            await self._bounce([(e, text) for e in expired], strip_return_path(stored))
+
+    async def _fail(self, entries: list[QueueEntry], reply: str, message: bytes) -> None:
+        await self._bounce([(e, reply) for e in entries], message)
+
+    async def _bounce(
+        self, failed: list[tuple[QueueEntry, str]], message: bytes, remote: str | None = None
+    ) -> None:
+        first = failed[0][0]
+        dsn = await self._dsn(failed, message, remote)
+        error = "; ".join(f"{e.recipient}: {text}" for e, text in failed)
+        await self.app.store.queue_bounce([e.id for e, _t in failed], error, dsn)
+        log.info(
+            "queue %s: bounced %s%s", first.queue_id, error,
+            "" if dsn else " (null sender: no DSN)",
+        )  # fmt: skip
+        self.app.emit(
+            EMAIL_BOUNCED, queue_id=first.queue_id, recipients=[e.recipient for e, _t in failed],
+            error=error, dsn=dsn is not None,
+        )  # fmt: skip
+
+    async def _dsn(
+        self, failed: list[tuple[QueueEntry, str]], message: bytes, remote: str | None
+    ) -> Delivery | None:
+        """The bounce for the sender: none for a null sender (no DSN for a DSN)."""
+        first = failed[0][0]
+        sender = first.sender
+        if not sender or sender.lower().startswith("mailer-daemon@"):
+            return None
+        cfg = self.app.config
+        raw = build_dsn(
+            hostname=cfg.hostname,
+            sender=sender,
+            failures=[Failure(e.recipient, text, remote) for e, text in failed],
+            original=message,
+            queue_id=first.queue_id,
+            arrival=first.created,
+            now=time.time(),
+        )
+        store = self.app.store
+        if await store.get_user(sender) is not None:
+            from gomail.imap.meta import message_meta
+
+            stored = b"Return-Path: <>\r\n" + raw
+            return Delivery(
+                queue_id=new_id(),
+                sender="",
+                raw=stored,
+                local=(LocalDelivery(sender, "INBOX"),),
+                meta=message_meta(stored),
+            )
+        if await store.has_domain(domain_of(sender)):
+            log.warning("queue %s: no mailbox %s for the bounce; dropped", first.queue_id, sender)
+            return None
+        return Delivery(queue_id=new_id(), sender="", raw=raw, outbound=(sender,))

@@ -1,0 +1,295 @@
+"""The queue runner against real DNS (knot) and real SMTP servers (aiosmtpd) on loopback.
+
+Destination MX servers listen on 127.0.0.2, 127.0.0.3 … on one port (``delivery_port``);
+127.0.0.4 has nothing listening (connection refused). The runner's passes are driven with
+``run_once(now)``, so retries happen at once, without waiting minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+from gomail.app import App
+from gomail.config import Config
+from gomail.delivery import QueueRunner, strip_return_path
+from gomail.dns import Resolver
+from gomail.plugins import PluginManager
+from gomail.store import Delivery, LocalDelivery
+from gomail.store.sqlite import SqliteStore
+from knotbed import Knot, requires_knot
+
+pytestmark = requires_knot
+
+ZONES = {
+    "dest.test": "@ MX 10 mx1\n@ MX 20 mx2\nmx1 A 127.0.0.2\nmx2 A 127.0.0.3\n",
+    "fallback.test": "@ MX 5 dead\n@ MX 10 mx2\ndead A 127.0.0.4\nmx2 A 127.0.0.3\n",
+    "nullmx.test": "@ MX 0 .\n",
+    "down.test": "@ MX 10 dead\ndead A 127.0.0.4\n",
+}
+
+
+def free_port_on(hosts: list[str]) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        try:
+            for h in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((h, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+class Sink:
+    """An aiosmtpd handler that keeps what it receives and answers as told."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.rcpt_replies: dict[str, str] = {}  # recipient -> reply instead of 250
+        self.data_replies: list[str] = []  # replies to DATA, used up one by one
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 OK taken"
+
+
+@pytest.fixture(scope="module")
+def knot(tmp_path_factory):
+    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mx():
+    port = free_port_on(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    sinks = {}
+    controllers = []
+    for host in ("127.0.0.2", "127.0.0.3"):
+        sink = Sink()
+        c = Controller(sink, hostname=host, port=port, ready_timeout=10)
+        c.start()
+        controllers.append(c)
+        sinks[host] = sink
+    yield port, sinks
+    for c in controllers:
+        c.stop()
+
+
+class Env:
+    def __init__(self, app: App, runner: QueueRunner, sinks: dict[str, Sink]) -> None:
+        self.app, self.runner, self.sinks = app, runner, sinks
+        self.store = app.store
+        self.events: list[tuple[str, dict]] = []
+        app.emit = lambda name, **data: self.events.append((name, data))
+
+    async def enqueue(self, recipients, sender="alice@local.test", qid="Q1", body=b"Hi.\r\n"):
+        raw = (
+            f"Return-Path: <{sender}>\r\nFrom: <{sender}>\r\nTo: someone\r\n"
+            f"Subject: test {qid}\r\nMessage-ID: <{qid}@local.test>\r\n\r\n"
+        ).encode() + body
+        await self.store.deliver(Delivery(qid, sender, raw, outbound=tuple(recipients)))
+
+
+@pytest.fixture
+async def env(tmp_path, knot, mx):
+    port, sinks = mx
+    config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
+    config.delivery_port = port
+    config.delivery_connect_timeout = 3
+    config.delivery_command_timeout = 5
+    config.delivery_data_timeout = 5
+    store = SqliteStore(config.data_dir)
+    await store.open()
+    await store.add_domain("local.test")
+    await store.add_user("alice@local.test", "x", None)
+    app = App(config, PluginManager(), None, store, dns=Resolver(["127.0.0.1"], knot.port, 3))
+    runner = QueueRunner(app)
+    e = Env(app, runner, sinks)
+    yield e
+    await runner.stop()
+    await store.close()
+
+
+def test_strip_return_path():
+    raw = b"Return-Path: <a@b>\r\nFrom: x\r\n\r\nReturn-Path: body\r\n"
+    assert strip_return_path(raw) == b"From: x\r\n\r\nReturn-Path: body\r\n"
+    assert strip_return_path(b"From: x\r\n\r\n") == b"From: x\r\n\r\n"
+
+
+async def test_delivers_to_the_preferred_mx(env):
+    await env.enqueue(["bob@dest.test", "carol@dest.test"])
+    await env.runner.run_once()
+    [(sender, rcpts, content)] = env.sinks["127.0.0.2"].messages
+    assert sender == "alice@local.test"
+    assert sorted(rcpts) == ["bob@dest.test", "carol@dest.test"]  # one transaction
+    assert b"Return-Path" not in content and b"Subject: test Q1" in content
+    assert await env.store.list_queue() == []
+    assert [n for n, _d in env.events] == ["email.sent"]
+
+
+async def test_falls_back_when_first_mx_refuses(env):
+    await env.enqueue(["bob@fallback.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in env.sinks["127.0.0.3"].messages] == [["bob@fallback.test"]]
+    assert await env.store.list_queue() == []
+
+
+async def test_4xx_then_success_on_retry(env):
+    env.sinks["127.0.0.2"].data_replies = ["451 4.7.1 Greylisted, try again later"]
+    await env.enqueue(["bob@dest.test"])
+    t0 = time.time()
+    await env.runner.run_once(t0)
+    [entry] = await env.store.list_queue()
+    assert entry.state == "deferred" and entry.attempts == 1
+    assert "451 4.7.1 Greylisted" in entry.last_error
+    assert 299 <= entry.next_attempt - t0 <= 301  # 5 minutes
+    await env.runner.run_once(t0 + 100)  # not due yet
+    assert env.sinks["127.0.0.2"].messages == []
+    await env.runner.run_once(t0 + 301)
+    assert len(env.sinks["127.0.0.2"].messages) == 1
+    assert await env.store.list_queue() == []
+
+
+async def test_retry_schedule_and_expiry(env):
+    await env.enqueue(["bob@down.test"])  # its only MX refuses connections
+    [entry] = await env.store.list_queue()
+    now = entry.created
+    delays = []
+    for _ in range(4):
+        await env.runner.run_once(now)
+        [entry] = await env.store.list_queue()
+        delays.append(round(entry.next_attempt - now))
+        now = entry.next_attempt
+    assert delays == [300, 600, 1800, 3600]
+    # after max_age, the message bounces to alice's INBOX
+    await env.runner.run_once(entry.created + 5 * 86400 + 1)
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert b"gave up after 5 days" in dsn
+
+
+async def test_5xx_bounces_to_local_sender_with_remote_answer(env):
+    env.sinks["127.0.0.2"].rcpt_replies["nobody@dest.test"] = "550 5.1.1 No such user here"
+    await env.enqueue(["nobody@dest.test", "bob@dest.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in env.sinks["127.0.0.2"].messages] == [["bob@dest.test"]]
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert dsn.startswith(b"Return-Path: <>\r\n")
+    assert b"multipart/report; report-type=delivery-status" in dsn
+    assert b"Final-Recipient: rfc822; nobody@dest.test" in dsn
+    assert b"Status: 5.1.1" in dsn
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 No such user here" in dsn
+    assert b"Remote-MTA: dns; mx1.dest.test" in dsn
+    assert b"Subject: test Q1" in dsn  # the original header
+    assert b"bob@dest.test" not in dsn.split(b"text/rfc822-headers")[0]
+    names = [n for n, _d in env.events]
+    assert sorted(names) == ["email.bounced", "email.sent"]
+
+
+async def test_null_mx_bounces(env):
+    await env.enqueue(["x@nullmx.test"])
+    await env.runner.run_once()
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert b"556 5.1.10" in dsn and b"Final-Recipient: rfc822; x@nullmx.test" in dsn
+
+
+async def test_null_sender_never_bounced(env):
+    env.sinks["127.0.0.2"].rcpt_replies["nobody@dest.test"] = "550 5.1.1 No such user"
+    await env.enqueue(["nobody@dest.test"], sender="")
+    await env.enqueue(["x@nullmx.test"], sender="", qid="Q2")
+    await env.runner.run_once()
+    assert await env.store.list_queue() == []
+    assert await env.store.list_messages("alice@local.test") == []
+    assert all(d["dsn"] is False for n, d in env.events if n == "email.bounced")
+
+
+async def test_remote_sender_gets_dsn_queued(env):
+    env.sinks["127.0.0.2"].rcpt_replies["nobody@dest.test"] = "550 5.1.1 No such user"
+    await env.enqueue(["nobody@dest.test"], sender="someone@fallback.test")
+    await env.runner.run_once()
+    [entry] = await env.store.list_queue()
+    assert (entry.sender, entry.recipient) == ("", "someone@fallback.test")
+    await env.runner.run_once()  # the DSN goes to fallback.test's MX
+    [(sender, rcpts, content)] = env.sinks["127.0.0.3"].messages
+    assert (sender, rcpts) == ("<>", ["someone@fallback.test"])  # aiosmtpd keeps <>
+    assert b"Final-Recipient: rfc822; nobody@dest.test" in content
+
+
+async def test_restart_mid_queue_no_loss_no_duplicate(env, tmp_path):
+    # The first recipient's 250 is recorded; the server then hangs in DATA for the second
+    # transaction until the runner is stopped (as at a shutdown or crash).
+    await env.enqueue(["bob@dest.test"], qid="Q1")
+    await env.runner.run_once()
+    assert len(env.sinks["127.0.0.2"].messages) == 1
+    gate = asyncio.Event()
+    sink = env.sinks["127.0.0.2"]
+    orig = sink.handle_DATA
+
+    async def slow_data(server, session, envelope):
+        await asyncio.wait_for(gate.wait(), 10)  # runs on the controller's own loop
+        return await orig(server, session, envelope)
+
+    sink.handle_DATA = slow_data
+    await env.enqueue(["carol@dest.test"], qid="Q2")
+    await env.runner.start()
+    for _ in range(100):
+        if env.runner._inflight:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    await env.runner.stop()
+    # restart: close and reopen the store, a new runner
+    await env.store.close()
+    store = SqliteStore(env.app.config.data_dir)
+    await store.open()
+    env.app.store = env.store = store
+    [entry] = await store.list_queue()
+    assert entry.recipient == "carol@dest.test"
+    sink.handle_DATA = orig
+    runner = QueueRunner(env.app)
+    await runner.run_once(time.time() + 1)
+    await runner.stop()
+    env.runner = runner
+    delivered = [r for m in sink.messages for r in m[1]]
+    assert delivered.count("bob@dest.test") == 1
+    assert "carol@dest.test" in delivered
+    assert await store.list_queue() == []
+
+
+async def test_queue_store_methods(env):
+    await env.enqueue(["a@dest.test", "b@dest.test"])
+    entries = await env.store.list_queue()
+    now = time.time()
+    assert [e.id for e in await env.store.due_queue(now + 1)] == [e.id for e in entries]
+    await env.store.queue_defer([entries[0].id], now + 600, "451 later")
+    assert [e.id for e in await env.store.due_queue(now + 1)] == [entries[1].id]
+    assert await env.store.queue_retry(None, now) == 1
+    assert len(await env.store.due_queue(now + 1)) == 2
+    raw = await env.store.queue_message(entries[0].id)
+    assert raw.startswith(b"Return-Path: <alice@local.test>")
+    assert await env.store.queue_delete([entries[0].id]) == 1
+    await env.store.queue_sent([entries[1].id])
+    assert await env.store.list_queue() == []
+
+
+def test_local_delivery_import():
+    assert LocalDelivery("a@b").folder == "INBOX"
