@@ -293,3 +293,35 @@ async def test_queue_store_methods(env):
 
 def test_local_delivery_import():
     assert LocalDelivery("a@b").folder == "INBOX"
+
+
+async def test_queue_cli(env, tmp_path):
+    from click.testing import CliRunner
+    from gomail.cli import main
+
+    env.sinks["127.0.0.2"].data_replies = ["451 4.7.1 later"]
+    await env.enqueue(["bob@dest.test"])
+    await env.enqueue(["x@fallback.test"], qid="Q2")
+    await env.runner.run_once()  # Q1 deferred, Q2 sent
+    data = str(env.app.config.data_dir)
+
+    def cli(*args):
+        return CliRunner().invoke(main, ["--data", data, "queue", *args])
+
+    def run_cli(*args):
+        return asyncio.to_thread(cli, *args)
+
+    r = await run_cli("list", "--domain", "dest.test", "--state", "deferred")
+    assert r.exit_code == 0 and "bob@dest.test" in r.output and "451 4.7.1" in r.output
+    [entry] = await env.store.list_queue()
+    r = await run_cli("show", entry.id)
+    assert r.exit_code == 0 and "Subject: test Q1" in r.output
+    r = await run_cli("retry", "--all")
+    assert r.exit_code == 0 and "1 entry due now" in r.output
+    r = await run_cli("flush")
+    assert r.exit_code == 0
+    r = await run_cli("delete", entry.id)
+    assert r.exit_code == 0
+    assert await env.store.list_queue() == []
+    r = await run_cli("delete", entry.id)
+    assert r.exit_code == 1 and "no queue entry" in r.output

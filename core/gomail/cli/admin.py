@@ -463,3 +463,6 @@ def register(group: click.Group) -> None:
     from gomail.cli.importer import import_command
 
     group.add_command(import_command)
+    from gomail.cli.queue import queue
+
+    group.add_command(queue)
