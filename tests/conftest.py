@@ -76,6 +76,15 @@ def gomail_command() -> list[str]:
     return [sys.executable, "-c", "from gomail.cli import main; main()"]
 
 
+def _unused_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DEAD_DNS_PORT = _unused_udp_port()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -280,6 +289,9 @@ class Gomail:
             "data": str(self.data),
             "max_message_size": MAX_SIZE,
             "listen": {name: f"127.0.0.1:{port}" for name, port in self.ports.items()},
+            # Tests never ask a real resolver: a loopback port nobody answers on, so outbound
+            # look-ups fail temporarily and queued mail stays queued, on this machine.
+            "dns": {"nameservers": ["127.0.0.1"], "port": DEAD_DNS_PORT, "timeout": 1},
         }
         cfg.update(self.extra_config)
         return cfg
