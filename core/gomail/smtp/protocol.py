@@ -259,18 +259,22 @@ class GomailSMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self.busy = True
         try:
-            content = await self._read_data()
-            if isinstance(content, str):  # the message was refused while reading it
-                self._set_post_data_state()
-                await self.push(content)
-                return
-            self.envelope.original_content = content
-            self.envelope.content = content
-            status = await self._call_handler_hook("DATA")
-            self._set_post_data_state()
-            await self.push(status)
+            await self._finish_message(await self._read_data())
         finally:
             self.busy = False
+
+    async def _finish_message(self, content: bytes | str) -> None:
+        """Hand a complete message (DATA or the last BDAT) to the handler and reply; a
+        string is the refusal decided while reading it."""
+        if isinstance(content, str):
+            self._set_post_data_state()
+            await self.push(content)
+            return
+        self.envelope.original_content = content
+        self.envelope.content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def _read_data(self) -> bytes | str:
         """Read DATA up to CRLF.CRLF and undo dot-stuffing; a reply string when refused.
@@ -364,16 +368,7 @@ class GomailSMTP(SMTP):
             else:
                 await self.push(f"250 2.0.0 {len(chunk)} octets received")
             return
-        failed, content = self._bdat_failed, bytes(self._bdat)
-        if failed:
-            self._set_post_data_state()
-            await self.push(failed)
-            return
-        self.envelope.original_content = content
-        self.envelope.content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push(status)
+        await self._finish_message(self._bdat_failed or bytes(self._bdat))
 
 
 # (command, method name) of every smtp_* method, ours and aiosmtpd's.
