@@ -13,6 +13,7 @@ RFC 3501 section 7.4.1) keep their place in the view until they may.
 from __future__ import annotations
 
 import bisect
+import weakref
 from array import array
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -25,6 +26,34 @@ if TYPE_CHECKING:
     from gomail.imap.session import ImapSession
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class _FolderState:
+    """A folder's UIDs, flags and MODSEQs as one SELECT read them.
+
+    Arrays of machine integers rather than lists of int objects (a 10,000-message folder is
+    ~200 KiB, not ~560 KiB), and shared by every session that selects the folder in the same
+    state, so that many idle clients of one mailbox cost one copy.
+    """
+
+    __slots__ = ("uids", "flags", "modseqs", "__weakref__")
+
+    def __init__(self, snap: FolderSnapshot) -> None:
+        self.uids = array("L", [row[0] for row in snap.messages])
+        self.flags: list[tuple[str, ...]] = [row[1] for row in snap.messages]
+        self.modseqs = array("Q", [row[2] for row in snap.messages])
+
+
+_states: weakref.WeakValueDictionary[tuple, _FolderState] = weakref.WeakValueDictionary()
+
+
+def _state_for(user: str | None, snap: FolderSnapshot) -> _FolderState:
+    # Any change to a folder raises its HIGHESTMODSEQ (expunges and flag changes) or UIDNEXT.
+    key = (user, snap.name, snap.uidvalidity, snap.uidnext, snap.highestmodseq, len(snap.messages))
+    state = _states.get(key)
+    if state is None:
+        state = _states[key] = _FolderState(snap)
+    return state
 
 
 class SelectedFolder:
@@ -43,6 +72,7 @@ class SelectedFolder:
         "feed",
         "keywords",
         "dirty",
+        "shared",
     )
 
     def __init__(
@@ -54,11 +84,12 @@ class SelectedFolder:
         self.uidvalidity = snap.uidvalidity
         self.uidnext = snap.uidnext
         self.modseq = snap.highestmodseq  # what the view has caught up with
-        # Arrays of machine integers, not lists of int objects: a 10,000-message folder's
-        # view is ~120 KiB instead of ~560 KiB per session that has it selected.
-        self.uids = array("L", [row[0] for row in snap.messages])
-        self.flags: list[tuple[str, ...]] = [row[1] for row in snap.messages]
-        self.modseqs = array("Q", [row[2] for row in snap.messages])
+        # Sessions that select the same unchanged folder share one copy of its state; a
+        # session copies it before its first change (_own).
+        self.shared: _FolderState | None = _state_for(session.user, snap)
+        self.uids = self.shared.uids
+        self.flags: list[tuple[str, ...]] = self.shared.flags
+        self.modseqs = self.shared.modseqs
         self.recent: set[int] = set(snap.recent)
         self.gone: set[int] = set()  # expunged, not yet announced
         self.feed = feed
@@ -140,8 +171,17 @@ class SelectedFolder:
                 new = True
         return new
 
+    def _own(self) -> None:
+        """Make the folder state this session's own before changing it."""
+        if self.shared is not None:
+            self.uids = array("L", self.uids)
+            self.flags = list(self.flags)
+            self.modseqs = array("Q", self.modseqs)
+            self.shared = None
+
     def set_flags(self, i: int, flags: tuple[str, ...], modseq: int | None = None) -> None:
         """Record flags this session learnt (its own STORE, a FETCH); * FLAGS if new keywords."""
+        self._own()
         self.flags[i] = flags
         if modseq is not None:
             self.modseqs[i] = modseq
@@ -175,6 +215,7 @@ class SelectedFolder:
             for u in sorted(keep, reverse=True):
                 s.untagged(b"%d EXPUNGE" % self.seq_of(u))
         idx = [i for i, u in enumerate(self.uids) if u not in keep]
+        self.shared = None  # the lists below are new, this session's own
         self.uids = array("L", [self.uids[i] for i in idx])
         self.flags = [self.flags[i] for i in idx]
         self.modseqs = array("Q", [self.modseqs[i] for i in idx])
@@ -222,12 +263,14 @@ class SelectedFolder:
                 self.set_flags(i, flags, modseq)
                 s.untagged(self.fetch_flags_line(i, False))
             elif modseq != self.modseqs[i]:
+                self._own()
                 self.modseqs[i] = modseq
                 if s.condstore:
                     s.untagged(self.fetch_flags_line(i, False))
         if expunge and self.gone:
             self.announce_expunged(self.gone)
         if new_rows:
+            self._own()
             for uid, flags, modseq in new_rows:
                 self.uids.append(uid)
                 self.flags.append(flags)
