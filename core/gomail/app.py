@@ -9,6 +9,7 @@ from typing import Any
 from gomail.config import Config
 from gomail.dns import Resolver, from_config
 from gomail.events import EventBus
+from gomail.logins import LoginGuard
 from gomail.passwords import PasswordHasher
 from gomail.pipeline import PipelineSet
 from gomail.plugins import PluginManager
@@ -38,6 +39,7 @@ class App:
         self.dns = dns if dns is not None else from_config(config)
         self.events = EventBus(plugins, self)
         self.stopping = False
+        self.login_guard = LoginGuard(config.login_max_failures, config.login_window)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).
         self._dummy_hash: str | None = None

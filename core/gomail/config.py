@@ -25,6 +25,8 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "plugin_timeout": (int, float),
     "max_line_length": (int,),
     "max_recipients": (int,),
+    "login_max_failures": (int,),
+    "login_window": (int, float),
     "dns": (dict,),
     "delivery": (dict,),
 }
@@ -89,6 +91,9 @@ class Config:
     delivery_max_age: float = 5 * 24 * 3600.0  # then the message bounces
     delivery_poll_interval: float = 5.0  # how often the queue is looked at without a wake-up
     config_file: Path | None = None
+    # A client address with this many failed logins within login_window seconds is locked out.
+    login_max_failures: int = 10
+    login_window: float = 900.0
 
     @property
     def tls_dir(self) -> Path:
@@ -175,8 +180,14 @@ def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDic
         if value <= 0:
             raise ConfigError(f"{where}: {key} must be positive")
         setattr(cfg, key, value)
-    elif key == "plugin_timeout":
-        cfg.plugin_timeout = float(value)
+    elif key in ("plugin_timeout", "login_window"):
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive")
+        setattr(cfg, key, float(value))
+    elif key == "login_max_failures":
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive")
+        cfg.login_max_failures = value
     elif key == "dns":
         _set_dns(cfg, value, where)
     elif key == "delivery":

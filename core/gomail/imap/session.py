@@ -18,8 +18,7 @@ import logging
 import re
 import ssl
 
-from gomail import __version__, events
-from gomail.address import normalize_address
+from gomail import __version__, logins
 from gomail.imap import parser as p
 from gomail.imap import wire
 from gomail.imap.compress import start_deflate
@@ -36,9 +35,6 @@ log = logging.getLogger("gomail.imap")
 
 LOGIN_TIMEOUT = 60.0  # seconds from connect to a successful login
 IDLE_TIMEOUT = 30 * 60.0  # autologout of an authenticated client that sends nothing
-AUTH_FAILURES_BEFORE_DISCONNECT = 5
-AUTH_DELAY_STEP = 1.0  # as SMTP: seconds added per failed attempt in a session
-AUTH_DELAY_MAX = 5.0
 APPENDLIMIT = 50 * 1024 * 1024
 MAX_DISCARD = 2 * APPENDLIMIT  # bytes of a refused non-synchronizing literal we skip
 WRITE_HIGH_WATER = 256 * 1024
@@ -471,35 +467,25 @@ class ImapSession:
         return await self._login(username, secret, "PLAIN")
 
     async def _login(self, login: str, secret: str, mechanism: str) -> str:
-        try:
-            username = normalize_address(login)
-        except ValueError:
-            username = None
-        ok = False
-        if username is not None and secret:
-            ok = await self.app.check_password(username, secret)
-        if not ok:
+        result = await logins.login(
+            self.app,
+            protocol="imap",
+            listener=self.listener.name,
+            peer=self.peer,
+            login=login,
+            secret=secret,
+            mechanism=mechanism,
+            failures=self.failures,
+        )
+        if result.locked:
+            return "NO [UNAVAILABLE] Too many failed logins from your address, try again later"
+        if result.user is None:
             self.failures += 1
-            self.app.emit(
-                events.LOGIN_FAILED,
-                protocol="imap", listener=self.listener.name, peer=self.peer,
-                username=login[:200], failures=self.failures,
-            )  # fmt: skip
-            log.warning(
-                "authentication failed",
-                extra={"fields": {"peer": self.peer, "user": login[:200],
-                                  "mechanism": mechanism, "failures": self.failures}},
-            )  # fmt: skip
-            await asyncio.sleep(min(AUTH_DELAY_STEP * self.failures, AUTH_DELAY_MAX))
-            if self.failures >= AUTH_FAILURES_BEFORE_DISCONNECT:
+            if self.failures >= logins.FAILURES_BEFORE_DISCONNECT:
                 self.untagged(b"BYE Too many failed authentications")
                 self.logging_out = True
             return "NO [AUTHENTICATIONFAILED] Authentication failed"
-        self.user = username
-        self.app.emit(
-            events.LOGIN_SUCCEEDED,
-            protocol="imap", listener=self.listener.name, peer=self.peer, username=username,
-        )  # fmt: skip
+        self.user = result.user
         return f"OK [CAPABILITY {self.capabilities()}] Logged in"
 
     # --- authenticated ----------------------------------------------------------------------

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult
 
-from gomail import events
-from gomail.address import NeedsSmtpUtf8, normalize_address, parse_path, plus_base
+from gomail import events, logins
+from gomail.address import NeedsSmtpUtf8, parse_path, plus_base
 from gomail.context import Recipient, Session, Transaction, new_id
 from gomail.imap.meta import message_meta
 from gomail.message import Message
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")
 
-AUTH_FAILURES_BEFORE_DISCONNECT = 5
-AUTH_DELAY_STEP = 1.0  # seconds of delay added per failed attempt in a session
-AUTH_DELAY_MAX = 5.0
 META_IN_THREAD = 256 * 1024  # bytes; parsing a larger message would stall other sessions
 
 
@@ -148,31 +145,28 @@ class Handler:
         self, server: GomailSMTP, mechanism: str, login: bytes, password: bytes
     ) -> AuthResult:
         ctx = server.ctx
-        try:
-            username = normalize_address(login.decode("utf-8"))
-            secret = password.decode("utf-8")
-        except (UnicodeDecodeError, ValueError):
-            username, secret = None, None
-        ok = False
-        if username is not None and secret is not None:
-            ok = await self.app.check_password(username, secret)
-        if not ok:
-            ctx.state["auth_failures"] += 1
-            failures = ctx.state["auth_failures"]
-            self.app.emit(
-                events.LOGIN_FAILED,
-                protocol="smtp", listener=self.listener.name, peer=ctx.peer_ip,
-                username=login.decode("utf-8", "replace")[:200], failures=failures,
-            )  # fmt: skip
-            log.warning(
-                "authentication failed",
-                extra={"fields": {"session": ctx.id, "peer": ctx.peer_ip,
-                                  "user": login.decode("utf-8", "replace")[:200],
-                                  "mechanism": mechanism, "failures": failures}},
-            )  # fmt: skip
-            # Slow down guessing, then hang up on it.
-            await asyncio.sleep(min(AUTH_DELAY_STEP * failures, AUTH_DELAY_MAX))
-            if failures >= AUTH_FAILURES_BEFORE_DISCONNECT:
+        failures = ctx.state["auth_failures"]
+        result = await logins.login(
+            self.app,
+            protocol="smtp",
+            listener=self.listener.name,
+            peer=ctx.peer_ip,
+            login=login.decode("utf-8", "replace"),
+            secret=password.decode("utf-8", "replace"),
+            mechanism=mechanism,
+            failures=failures,
+            session=ctx.id,
+        )
+        if result.locked:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 Too many failed logins from your address, try again later",
+            )
+        username = result.user
+        if username is None:
+            ctx.state["auth_failures"] = failures = failures + 1
+            if failures >= logins.FAILURES_BEFORE_DISCONNECT:
                 await server.push("421 4.7.0 Too many failed authentications, goodbye")
                 server.transport.close()
                 return AuthResult(success=False, handled=True)
@@ -183,10 +177,6 @@ class Handler:
         if v.is_failure:
             return AuthResult(success=False, handled=False, message=_reply(v))
         ctx.user = username
-        self.app.emit(
-            events.LOGIN_SUCCEEDED,
-            protocol="smtp", listener=self.listener.name, peer=ctx.peer_ip, username=username,
-        )  # fmt: skip
         return AuthResult(success=True, auth_data=username)
 
     # --- MAIL / RCPT -------------------------------------------------------------------

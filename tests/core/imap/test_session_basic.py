@@ -14,9 +14,9 @@ from pathlib import Path
 
 import argon2
 import pytest
+from gomail import logins
 from gomail.app import App
 from gomail.config import Config
-from gomail.imap import session as session_mod
 from gomail.imap.server import ImapListener
 from gomail.passwords import PasswordHasher
 from gomail.pipeline import PipelineSet
@@ -142,7 +142,7 @@ _HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 @pytest.fixture
 async def imap(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(session_mod, "AUTH_DELAY_STEP", 0.0)
+    monkeypatch.setattr(logins, "DELAY_STEP", 0.0)
     config = Config(data_dir=tmp_path, hostname="mx.test")
     store = SqliteStore(tmp_path)
     await store.open()

@@ -1,0 +1,129 @@
+"""Logins, the same for every protocol: the password check, the delay that slows guessing,
+the lock-out of an address that keeps failing, and the security events.
+
+Each protocol keeps its own per-connection failure count (it decides when to hang up) and
+its own replies; everything else about a login attempt happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gomail import events
+from gomail.address import normalize_address
+
+if TYPE_CHECKING:
+    from gomail.app import App
+
+log = logging.getLogger("gomail.logins")
+
+DELAY_STEP = 1.0  # seconds added to the reply per failure in a connection
+DELAY_MAX = 5.0
+FAILURES_BEFORE_DISCONNECT = 5  # per connection; the protocol hangs up
+MAX_TRACKED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """``user`` (the canonical address) on success; else None, and ``locked`` when the client
+    address is locked out (its password was not even checked)."""
+
+    user: str | None
+    locked: bool = False
+
+
+class LoginGuard:
+    """Failed logins per client address (IPv6 per /64) in a sliding window.
+
+    Past ``max_failures`` within ``window`` seconds the address is locked out until its
+    failures age out. Per address, not per account: locking accounts would let anyone lock
+    out their owner.
+    """
+
+    def __init__(self, max_failures: int = 10, window: float = 900.0) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+
+    @staticmethod
+    def key(ip: str) -> str:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return ip
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+        return str(getattr(addr, "ipv4_mapped", None) or addr)
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, ()) if now - t < self.window]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def locked(self, ip: str) -> bool:
+        return len(self._recent(self.key(ip), time.monotonic())) >= self.max_failures
+
+    def failed(self, ip: str) -> None:
+        if len(self._failures) >= MAX_TRACKED:
+            self._failures.clear()  # bounded: a flood of addresses resets the table
+        key = self.key(ip)
+        self._recent(key, time.monotonic())
+        self._failures.setdefault(key, []).append(time.monotonic())
+
+
+async def login(
+    app: App,
+    *,
+    protocol: str,
+    listener: str,
+    peer: str,
+    login: str,
+    secret: str,
+    mechanism: str,
+    failures: int,
+    session: str | None = None,
+) -> LoginResult:
+    """Check one login attempt. ``failures`` counts this connection's failures before it; a
+    failure is answered only after a delay that grows with it."""
+    guard = app.login_guard
+    if guard.locked(peer):
+        app.emit(
+            events.LOGIN_FAILED, protocol=protocol, listener=listener, peer=peer,
+            username=login[:200], failures=failures + 1, locked=True,
+        )  # fmt: skip
+        log.warning(
+            "login refused: address locked out",
+            extra={"fields": {"protocol": protocol, "peer": peer, "user": login[:200]}},
+        )
+        await asyncio.sleep(DELAY_MAX)
+        return LoginResult(None, locked=True)
+    try:
+        user = normalize_address(login)
+    except ValueError:
+        user = None
+    if user is not None and secret and await app.check_password(user, secret):
+        app.emit(
+            events.LOGIN_SUCCEEDED, protocol=protocol, listener=listener, peer=peer, username=user
+        )
+        return LoginResult(user)
+    guard.failed(peer)
+    failures += 1
+    app.emit(
+        events.LOGIN_FAILED, protocol=protocol, listener=listener, peer=peer,
+        username=login[:200], failures=failures, locked=False,
+    )  # fmt: skip
+    log.warning(
+        "authentication failed",
+        extra={"fields": {"protocol": protocol, "session": session, "peer": peer,
+                          "user": login[:200], "mechanism": mechanism, "failures": failures}},
+    )  # fmt: skip
+    await asyncio.sleep(min(DELAY_STEP * failures, DELAY_MAX))
+    return LoginResult(None)
