@@ -206,7 +206,9 @@ def test_unknown_hook_name_is_refused():
 def test_entry_points_find_core_and_third_party_plugins():
     m = PluginManager()
     m.load_entrypoints()
-    assert {"recipients", "mailbox", "queue", "ratelimit", "sink", "example.header"} <= set(m.names())
+    assert {"recipients", "mailbox", "queue", "ratelimit", "sink", "example.header"} <= set(
+        m.names()
+    )
     info = {p.name: p for p in m.info()}
     assert info["example.header"].distribution == "gomail-example-header"
     assert "data" in info["example.header"].hooks
