@@ -270,6 +270,17 @@ class SelectedFolder:
         if expunge and self.gone:
             self.announce_expunged(self.gone)
         if new_rows:
+            # \Recent goes to exactly one session (RFC 3501): every read-write session that
+            # has the folder selected sees the new rows, so they claim them in the store, one
+            # call per sync; EXAMINE never claims.
+            claimed: set[int] = set()
+            if not self.readonly:
+                try:
+                    claimed = await store.claim_recent(
+                        s.user, self.name, [uid for uid, _f, _m in new_rows]
+                    )
+                except Exception:
+                    claimed = set()  # the folder went away: nothing is \Recent here
             self._own()
             for uid, flags, modseq in new_rows:
                 self.uids.append(uid)
@@ -277,8 +288,7 @@ class SelectedFolder:
                 self.modseqs.append(modseq)
                 if self._note_keywords(flags):
                     s.untagged(b"FLAGS " + self.flag_list())
-                if not self.readonly:
-                    self.recent.add(uid)
+            self.recent.update(claimed)
             s.untagged(b"%d EXISTS" % len(self.uids))
             if not s.rev2:
                 s.untagged(b"%d RECENT" % len(self.recent))

@@ -409,6 +409,16 @@ class Store(ABC):
         messages that arrived since the last claim \\Recent for this caller only."""
 
     @abstractmethod
+    async def claim_recent(self, user: str, folder: str, uids: Sequence[int]) -> set[int]:
+        """Claim \\Recent for messages that arrived while the caller had the folder selected
+        read-write (RFC 3501: a message is \\Recent in exactly one session).
+
+        In one write transaction: the subset of uids at or above the folder's recent_from (not
+        claimed yet, by this call or a SELECT with claim_recent), after which recent_from is
+        max(uids) + 1 (never lowered). Concurrent claims therefore get disjoint sets. An empty
+        uids claims nothing and writes nothing. NoSuchFolder if the folder is gone."""
+
+    @abstractmethod
     async def changes_since(self, user: str, folder: str, modseq: int) -> FolderChanges:
         """Messages new or changed, and UIDs expunged, after modseq, in one transaction."""
 

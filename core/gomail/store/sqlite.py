@@ -1311,6 +1311,21 @@ class SqliteStore(Store):
             special_use,
         )
 
+    async def claim_recent(self, user: str, folder: str, uids: Sequence[int]) -> set[int]:
+        wanted = sorted(set(uids))
+        if not wanted:
+            return set()
+
+        def claim(conn: sqlite3.Connection) -> set[int]:
+            mailbox_id, *_rest, recent_from, _special = self._mailbox(conn, user, folder)
+            upto = wanted[-1] + 1
+            if upto <= recent_from:
+                return set()
+            conn.execute("UPDATE mailboxes SET recent_from = ? WHERE id = ?", (upto, mailbox_id))
+            return {uid for uid in wanted if uid >= recent_from}
+
+        return await self._write(claim)
+
     @staticmethod
     def _changed(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[FlagRow]:
         rows = conn.execute(
