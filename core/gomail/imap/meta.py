@@ -121,6 +121,8 @@ def message_meta(raw: bytes) -> MessageMeta:
         when = sections.sent_date(raw)
         if when is not None:
             fields["date"] = when.timestamp()
+            day = when.date()  # as written: the header's own zone
+            fields["sent_day"] = day.year * 10000 + day.month * 100 + day.day
     except Exception:
         pass
     try:

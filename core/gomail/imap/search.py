@@ -49,6 +49,22 @@ def _has_sent_date(key: p.SearchKey) -> bool:
     return False
 
 
+def _yyyymmdd(day: _dt.date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def _day(row: SortRow, field: str) -> int | None:
+    """The day a date search compares, as yyyymmdd: INTERNALDATE's in UTC; for SENT* the Date
+    header's day as written (``sent_day``), or the UTC day of ``date`` for meta stored before
+    sent_day existed."""
+    if field == "sent" and row.sent_day is not None:
+        return row.sent_day
+    ts = row.internal_date if field == "internal" else row.date
+    if ts is None:
+        return None
+    return _yyyymmdd(_dt.datetime.fromtimestamp(ts, _dt.UTC).date())
+
+
 class Searcher:
     def __init__(self, s: ImapSession) -> None:
         self.s = s
@@ -148,19 +164,19 @@ class Searcher:
             return out
         if isinstance(key, p.SearchDate):
             keys = await self.sort_keys()
+            want = _yyyymmdd(key.date)
             out = set()
             for i in candidates:
                 row = keys.get(sel.uids[i])
                 if row is None:
                     continue
-                ts = row.internal_date if key.field == "internal" else row.date
-                if ts is None:
+                day = _day(row, key.field)
+                if day is None:
                     continue
-                day = _dt.datetime.fromtimestamp(ts, _dt.UTC).date()
                 if (
-                    (key.op == "before" and day < key.date)
-                    or (key.op == "on" and day == key.date)
-                    or (key.op == "since" and day >= key.date)
+                    (key.op == "before" and day < want)
+                    or (key.op == "on" and day == want)
+                    or (key.op == "since" and day >= want)
                 ):
                     out.add(i)
             return out

@@ -136,6 +136,9 @@ class MessageMeta:
     message_id: str = ""  # "<id@host>" (THREAD REFERENCES)
     in_reply_to: str = ""
     references: str = ""  # the References msg-ids, space separated
+    # the Date header's calendar day as written (its own zone), yyyymmdd, None if bad:
+    # what SENTBEFORE / SENTON / SENTSINCE compare (RFC 3501: time and zone disregarded)
+    sent_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,9 @@ class SortRow:
     message_id: str
     in_reply_to: str
     references: str
+    # the Date header's day as written, yyyymmdd (SENT* searches); None when unknown (no
+    # meta, a bad Date, or meta stored before the column existed: use ``date``'s UTC day)
+    sent_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

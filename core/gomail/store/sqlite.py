@@ -113,8 +113,8 @@ _SQL_MESSAGE = (
 _SQL_MESSAGE_META = (
     "INSERT INTO message_meta (blob, envelope, bodystructure, body, part_map, header_text,"
     " text, subject, from_, to_, cc, bcc, sort_subject, sort_from, sort_to, sort_cc, date,"
-    " message_id, in_reply_to, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    " ?, ?, ?) ON CONFLICT (blob) DO "
+    " message_id, in_reply_to, refs, sent_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (blob) DO "
 )
 _SQL_META_KEEP = _SQL_MESSAGE_META + "NOTHING"
 _SQL_META_REPLACE = _SQL_MESSAGE_META + (
@@ -125,7 +125,7 @@ _SQL_META_REPLACE = _SQL_MESSAGE_META + (
     " sort_subject = excluded.sort_subject, sort_from = excluded.sort_from,"
     " sort_to = excluded.sort_to, sort_cc = excluded.sort_cc, date = excluded.date,"
     " message_id = excluded.message_id, in_reply_to = excluded.in_reply_to,"
-    " refs = excluded.refs"
+    " refs = excluded.refs, sent_day = excluded.sent_day"
 )
 _SQL_MAILBOX = (
     "SELECT m.id, m.uidvalidity, m.uidnext, m.highestmodseq, m.recent_from, m.special_use"
@@ -327,6 +327,7 @@ def _meta_params(sha: str, meta: MessageMeta) -> tuple:
         meta.message_id,
         meta.in_reply_to,
         meta.references,
+        meta.sent_day,
     )
 
 
@@ -1427,7 +1428,7 @@ class SqliteStore(Store):
                 "SELECT m.uid, m.internaldate, m.size, mm.date, coalesce(mm.sort_subject, ''),"
                 " coalesce(mm.sort_from, ''), coalesce(mm.sort_to, ''),"
                 " coalesce(mm.sort_cc, ''), coalesce(mm.message_id, ''),"
-                " coalesce(mm.in_reply_to, ''), coalesce(mm.refs, '') FROM messages m"
+                " coalesce(mm.in_reply_to, ''), coalesce(mm.refs, ''), mm.sent_day FROM messages m"
                 " LEFT JOIN message_meta mm ON mm.blob = m.blob"
                 f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
                 (mailbox_id, *params),
