@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from gomail.imap import wire
 from gomail.imap.parser import SequenceSet
-from gomail.store import ChangeFeed, FolderSnapshot, Store
+from gomail.store import ChangeFeed, FolderSnapshot, NoSuchFolder, Store
 
 if TYPE_CHECKING:
     from gomail.imap.session import ImapSession
@@ -225,7 +225,7 @@ class SelectedFolder:
         """Whether the folder changed (by anyone) since the view last caught up with it."""
         if not self.dirty:
             for change in self.feed.pending():
-                if change.folder == self.name and change.kind != "folders":
+                if change.folder == self.name:  # "folders": renamed or deleted, perhaps
                     self.dirty = True
         return self.dirty
 
@@ -244,8 +244,13 @@ class SelectedFolder:
         store: Store = s.app.store
         try:
             changes = await store.changes_since(s.user, self.name, self.modseq)
+        except NoSuchFolder:
+            # Deleted or renamed by another session: nothing this session knows holds any more.
+            s.untagged(b"BYE The selected mailbox was deleted or renamed by another session")
+            s.logging_out = True
+            return
         except Exception:
-            return  # the folder went away (deleted or renamed by another session)
+            return
         if changes.uidvalidity != self.uidvalidity:
             return
         self.gone.update(u for u in changes.expunged if self.seq_of(u) is not None)

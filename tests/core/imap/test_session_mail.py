@@ -296,3 +296,13 @@ async def test_imapclient(imap: Imap):
         c.logout()
 
     await asyncio.to_thread(run)
+
+
+async def test_selected_folder_deleted_by_another_session(imap: Imap):
+    await imap.store.create_folder(USER, "Work")
+    a = await selected(imap, 1, folder="Work")
+    b = await imap.client()
+    assert (await b.cmd("DELETE Work"))[-1] == b"a1 OK DELETE completed"
+    await asyncio.sleep(0.05)
+    out = await a.cmd("NOOP")
+    assert out[0] == b"* BYE The selected mailbox was deleted or renamed by another session"
