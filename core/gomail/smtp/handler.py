@@ -340,6 +340,16 @@ class Handler:
             fail = Verdict.tempfail(451, "4.3.0", "Could not store message, try again later")
             return _reply(fail), fail.by("core")
         self.app.emit(events.EMAIL_RECEIVED, **self._event_data(server, txn, v, len(final)))
+        if plan.local:
+            self.app.emit(
+                events.EMAIL_DELIVERED, queue_id=txn.id, sender=txn.sender,
+                mailboxes=[(d.user, d.folder) for d in plan.local], size=len(stored),
+            )  # fmt: skip
+        if plan.outbound:
+            self.app.emit(
+                events.EMAIL_QUEUED, queue_id=txn.id, sender=txn.sender,
+                recipients=list(plan.outbound), size=len(final),
+            )  # fmt: skip
         return f"250 2.0.0 OK: queued as {txn.id}", (v if v.plugin else dv)
 
     async def _apply_envelope_edits(
