@@ -47,6 +47,7 @@ _DELIVERY_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "data_timeout": ("delivery_data_timeout", (int, float)),
     "retry": ("delivery_retry", (list,)),
     "max_age": ("delivery_max_age", (int, float)),
+    "delay_notice": ("delivery_delay_notice", (int, float)),
     "poll_interval": ("delivery_poll_interval", (int, float)),
 }
 
@@ -89,6 +90,7 @@ class Config:
         default_factory=lambda: [300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0]
     )
     delivery_max_age: float = 5 * 24 * 3600.0  # then the message bounces
+    delivery_delay_notice: float = 4 * 3600.0  # then the sender is told once it is delayed
     delivery_poll_interval: float = 5.0  # how often the queue is looked at without a wake-up
     config_file: Path | None = None
     # A client address with this many failed logins within login_window seconds is locked out.
@@ -240,6 +242,6 @@ def _set_delivery(cfg: Config, value: dict, where: str) -> None:
                 raise ConfigError(f"{where}: delivery.port {item} is out of range")
         elif item <= 0:
             raise ConfigError(f"{where}: delivery.{key} must be positive")
-        elif isinstance(item, int) and key.endswith(("timeout", "age", "interval")):
+        elif isinstance(item, int) and key.endswith(("timeout", "age", "interval", "notice")):
             item = float(item)
         setattr(cfg, attr, item)

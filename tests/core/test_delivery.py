@@ -185,6 +185,56 @@ async def test_retry_schedule_and_expiry(env):
     assert b"gave up after 5 days" in dsn
 
 
+def test_delay_notice_config(tmp_path):
+    from gomail.config import load_config
+
+    assert Config().delivery_delay_notice == 4 * 3600
+    path = tmp_path / "gomail.yaml"
+    path.write_text("delivery:\n  delay_notice: 7200\n")
+    cfg = load_config(path)
+    assert cfg.delivery_delay_notice == 7200.0 and isinstance(cfg.delivery_delay_notice, float)
+
+
+async def test_delay_notice_once_then_bounce_at_expiry(env):
+    env.sinks["127.0.0.2"].rcpt_replies["bob@dest.test"] = "451 4.7.1 Mailbox busy, try later"
+    await env.enqueue(["bob@dest.test"])
+    [entry] = await env.store.list_queue()
+    created = entry.created
+    await env.runner.run_once(created + 3600)  # 1 h: too early for a notice
+    assert await env.store.list_messages("alice@local.test") == []
+    [entry] = await env.store.list_queue()
+    assert not entry.delay_notified
+    await env.runner.run_once(created + 4 * 3600 + 1)  # 4 h: one notice
+    [(_uid, notice)] = await env.store.list_messages("alice@local.test")
+    assert notice.startswith(b"Return-Path: <>\r\n")
+    assert b"Action: delayed" in notice and b"Action: failed" not in notice
+    assert b"Status: 4.7.1" in notice
+    assert b"451 4.7.1 Mailbox busy, try later" in notice
+    assert b"Will-Retry-Until: " in notice
+    assert b"Final-Recipient: rfc822; bob@dest.test" in notice
+    [entry] = await env.store.list_queue()
+    assert entry.delay_notified and entry.state == "deferred"
+    await env.runner.run_once(created + 5 * 3600)  # 5 h: deferred again, no second notice
+    [entry] = await env.store.list_queue()
+    assert entry.attempts == 3
+    assert len(await env.store.list_messages("alice@local.test")) == 1
+    await env.runner.run_once(created + 5 * 86400 + 1)  # expiry: the bounce still comes
+    assert await env.store.list_queue() == []
+    [(_u1, first), (_u2, bounce)] = await env.store.list_messages("alice@local.test")
+    assert first == notice
+    assert b"Action: failed" in bounce and b"gave up after 5 days" in bounce
+
+
+async def test_no_delay_notice_for_null_sender(env):
+    env.sinks["127.0.0.2"].rcpt_replies["bob@dest.test"] = "451 4.7.1 later"
+    await env.enqueue(["bob@dest.test"], sender="")
+    [entry] = await env.store.list_queue()
+    await env.runner.run_once(entry.created + 4 * 3600 + 1)
+    [entry] = await env.store.list_queue()
+    assert entry.state == "deferred"
+    assert await env.store.list_messages("alice@local.test") == []
+
+
 async def test_5xx_bounces_to_local_sender_with_remote_answer(env):
     env.sinks["127.0.0.2"].rcpt_replies["nobody@dest.test"] = "550 5.1.1 No such user here"
     await env.enqueue(["nobody@dest.test", "bob@dest.test"])

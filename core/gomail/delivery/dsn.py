@@ -1,4 +1,5 @@
-"""Delivery status notifications (RFC 3464): the bounce a sender gets for failed recipients.
+"""Delivery status notifications (RFC 3464): the bounce a sender gets for failed recipients,
+and the delay notice (``Action: delayed``) for recipients still being retried.
 
 A ``multipart/report; report-type=delivery-status`` message: a readable explanation, the
 ``message/delivery-status`` part naming each failed recipient with the remote server's answer,
@@ -48,14 +49,21 @@ def build_dsn(
     queue_id: str,
     arrival: float,
     now: float,
+    will_retry_until: float | None = None,
 ) -> bytes:
-    """The DSN, as CRLF bytes, from MAILER-DAEMON@hostname to sender."""
+    """The DSN, as CRLF bytes, from MAILER-DAEMON@hostname to sender. will_retry_until given:
+    a delay notice (``Action: delayed``, RFC 3464 2.3.3), the failures being temporary."""
+    delayed = will_retry_until is not None
+    if delayed:
+        subject = "Delayed Mail (still being retried)"
+    else:
+        subject = "Undelivered Mail Returned to Sender"
     boundary = f"gomail-dsn-{secrets.token_hex(8)}"
     date = formatdate(now, localtime=False)
     lines = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{sender}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{secrets.token_hex(12)}@{hostname}>",
         "Auto-Submitted: auto-replied",
@@ -69,10 +77,21 @@ def build_dsn(
         "",
         f"This is the mail system at {hostname}.",
         "",
-        "Your message could not be delivered to one or more recipients.",
-        "The answers the receiving mail systems gave are below.",
-        "",
     ]
+    if delayed:
+        until = format_datetime(datetime.fromtimestamp(will_retry_until, UTC))
+        lines += [
+            "Your message could not be delivered yet to one or more recipients.",
+            f"It will be retried until {until}; you need not send it again.",
+            "The answers the receiving mail systems gave are below.",
+            "",
+        ]
+    else:
+        lines += [
+            "Your message could not be delivered to one or more recipients.",
+            "The answers the receiving mail systems gave are below.",
+            "",
+        ]
     for f in failures:
         via = f" (from {f.remote_mta})" if f.remote_mta else ""
         lines.append(f"<{_ascii(f.recipient)}>{via}:")
@@ -90,12 +109,17 @@ def build_dsn(
     ]
     for f in failures:
         lines.append(f"Final-Recipient: rfc822; {_ascii(f.recipient)}")
-        lines.append("Action: failed")
-        lines.append(f"Status: {status_of(f.reply)}")
+        lines.append("Action: delayed" if delayed else "Action: failed")
+        status = status_of(f.reply)
+        if delayed and status[:1] != "4":
+            status = "4.0.0"  # an odd answer (1xx, 3xx) taken as temporary
+        lines.append(f"Status: {status}")
         if f.remote_mta:
             lines.append(f"Remote-MTA: dns; {f.remote_mta}")
         lines.append(f"Diagnostic-Code: smtp; {_ascii(f.reply)}")
         lines.append(f"Last-Attempt-Date: {date}")
+        if delayed:
+            lines.append(f"Will-Retry-Until: {until}")
         lines.append("")
     head = original_header(original)
     cte = "7bit" if head.isascii() else "8bit"

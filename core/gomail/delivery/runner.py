@@ -5,9 +5,11 @@ answered (a 250 after DATA removes the entry before QUIT is even sent), a failur
 leaves the entry due again, and a permanent failure removes the entry in the same commit that
 stores the bounce (:meth:`gomail.store.Store.queue_bounce`). Retries follow
 ``delivery.retry`` (5m, 10m, 30m, 1h, 2h, 4h, then every 4h) until ``delivery.max_age``
-(5 days), when the message bounces.
+(5 days), when the message bounces. The first deferral at or after ``delivery.delay_notice``
+(4 hours) sends the sender one ``Action: delayed`` DSN per transaction, stored in the same
+commit as the deferral and the entries' ``delay_notified`` flag, so it is never sent twice.
 
-Not yet here (issue 5): delay notices, SMTPUTF8/8BITMIME negotiation, smarthost, SRS, the
+Not yet here (issue 5): SMTPUTF8/8BITMIME negotiation, smarthost, SRS, the
 outbound pipeline stages (route, tls_policy, throttle), rate limits.
 """
 
@@ -41,6 +43,11 @@ def strip_return_path(raw: bytes) -> bytes:
     """The message without the Return-Path header that local delivery put first (RFC 5321
     4.4: a relay removes it); other headers untouched."""
     return _RETURN_PATH.sub(b"", raw, count=1)
+
+
+def _null_sender(sender: str) -> bool:
+    """A DSN's sender (null, or MAILER-DAEMON): never sent a DSN."""
+    return not sender or sender.lower().startswith("mailer-daemon@")
 
 
 def domain_of(address: str) -> str:
@@ -253,8 +260,24 @@ class QueueRunner:
             delay = schedule[min(e.attempts, len(schedule) - 1)]
             nxt = min(now + delay, e.created + cfg.delivery_max_age)
             by_next.setdefault(nxt, []).append(e)
+        # the delay notice: once per transaction, with the first deferral after delay_notice
+        late = [
+            e
+            for group in by_next.values()
+            for e in group
+            if not e.delay_notified and now - e.created >= cfg.delivery_delay_notice
+        ]
+        notify = bool(late) and not _null_sender(late[0].sender)
+        notice = await self._delay_notice(late, error) if notify else None
         for nxt, group in by_next.items():
-            await self.app.store.queue_defer([e.id for e in group], nxt, error)
+            await self.app.store.queue_defer(
+                [e.id for e in group], nxt, error, notify=notify, notice=notice
+            )
+            if notice is not None:
+                log.info(
+                    "queue %s: sender %s told of the delay", group[0].queue_id, group[0].sender
+                )
+            notify, notice = False, None
             log.info(
                 "queue %s: deferred %s until %s: %s", group[0].queue_id,
                 ", ".join(e.recipient for e in group), time.ctime(nxt), error,
@@ -289,13 +312,30 @@ class QueueRunner:
             error=error, dsn=dsn is not None,
         )  # fmt: skip
 
+    async def _delay_notice(self, late: list[QueueEntry], error: str) -> Delivery | None:
+        """The "delayed" DSN for the sender (RFC 3464 Action: delayed), retried until the
+        transaction's expiry."""
+        first = late[0]
+        stored = await self.app.store.queue_message(first.id)
+        return await self._dsn(
+            [(e, error) for e in late],
+            strip_return_path(stored),
+            None,
+            will_retry_until=first.created + self.app.config.delivery_max_age,
+        )
+
     async def _dsn(
-        self, failed: list[tuple[QueueEntry, str]], message: bytes, remote: str | None
+        self,
+        failed: list[tuple[QueueEntry, str]],
+        message: bytes,
+        remote: str | None,
+        will_retry_until: float | None = None,
     ) -> Delivery | None:
-        """The bounce for the sender: none for a null sender (no DSN for a DSN)."""
+        """The bounce (or, with will_retry_until, the delay notice) for the sender: none for a
+        null sender (no DSN for a DSN)."""
         first = failed[0][0]
         sender = first.sender
-        if not sender or sender.lower().startswith("mailer-daemon@"):
+        if _null_sender(sender):
             return None
         cfg = self.app.config
         raw = build_dsn(
@@ -306,6 +346,7 @@ class QueueRunner:
             queue_id=first.queue_id,
             arrival=first.created,
             now=time.time(),
+            will_retry_until=will_retry_until,
         )
         store = self.app.store
         if await store.get_user(sender) is not None:

@@ -104,6 +104,7 @@ class QueueEntry:
     state: str  # "queued", later "deferred", "bounced"
     last_error: str | None
     queue_id: str = ""  # the SMTP transaction's id (Delivery.queue_id); id is the entry's own
+    delay_notified: bool = False  # the sender was sent the "delayed" DSN for this transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,9 +579,22 @@ class Store(ABC):
         """The far side took these recipients (250): remove the entries, durably, at once."""
 
     @abstractmethod
-    async def queue_defer(self, ids: Iterable[str | int], next_attempt: float, error: str) -> None:
+    async def queue_defer(
+        self,
+        ids: Iterable[str | int],
+        next_attempt: float,
+        error: str,
+        *,
+        notify: bool = False,
+        notice: Delivery | None = None,
+    ) -> None:
         """A temporary failure: state deferred, one more attempt counted, next try at
-        next_attempt, error (the remote answer) kept as last_error."""
+        next_attempt, error (the remote answer) kept as last_error.
+
+        notify: the sender is being told of the delay: every entry of these entries'
+        transactions gets delay_notified, and notice (the "delayed" DSN, if any) is stored in
+        the same transaction, unless an entry of the transaction was already notified (then
+        notice is dropped: one notice per transaction)."""
 
     @abstractmethod
     async def queue_bounce(

@@ -138,7 +138,7 @@ _SQL_QUEUE = (
 )
 _SQL_QUEUE_ENTRY = (
     "SELECT id, sender, recipient, size, created, next_attempt, attempts, state, last_error,"
-    " queue_id FROM queue"
+    " queue_id, delay_notified != 0 FROM queue"
 )
 
 
@@ -1791,10 +1791,7 @@ class SqliteStore(Store):
 
     async def list_queue(self) -> list[QueueEntry]:
         def read(conn: sqlite3.Connection) -> list[QueueEntry]:
-            rows = conn.execute(
-                "SELECT id, sender, recipient, size, created, next_attempt, attempts, state,"
-                " last_error, queue_id FROM queue ORDER BY id"
-            )
+            rows = conn.execute(_SQL_QUEUE_ENTRY + " ORDER BY id")
             return [QueueEntry(str(row[0]), *row[1:]) for row in rows]
 
         return await self._read(read)
@@ -1845,8 +1842,18 @@ class SqliteStore(Store):
         if keys:
             await self._write(job, frees_blobs=True)
 
-    async def queue_defer(self, ids: Iterable[str | int], next_attempt: float, error: str) -> None:
+    async def queue_defer(
+        self,
+        ids: Iterable[str | int],
+        next_attempt: float,
+        error: str,
+        *,
+        notify: bool = False,
+        notice: Delivery | None = None,
+    ) -> None:
         keys = [(next_attempt, error, int(i)) for i in ids]
+        prepared = await self._prepare_blob(notice.raw) if notice is not None else None
+        now = time.time()
 
         def job(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -1854,6 +1861,24 @@ class SqliteStore(Store):
                 " next_attempt = ?, last_error = ? WHERE id = ?",
                 keys,
             )
+            if not notify:
+                return
+            qids = {
+                row[0]
+                for (_n, _e, i) in keys
+                for row in conn.execute("SELECT queue_id FROM queue WHERE id = ?", (i,))
+            }
+            pending = notice
+            for qid in sorted(qids):
+                told = conn.execute(
+                    "SELECT 1 FROM queue WHERE queue_id = ? AND delay_notified != 0 LIMIT 1",
+                    (qid,),
+                ).fetchone()
+                if told is None and pending is not None and prepared is not None:
+                    self._deliver_job(conn, pending, *prepared, now)
+                    log.info("queue %s: delay notice stored", qid)
+                    pending = None
+                conn.execute("UPDATE queue SET delay_notified = 1 WHERE queue_id = ?", (qid,))
 
         if keys:
             await self._write(job)
