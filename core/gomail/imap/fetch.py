@@ -9,14 +9,13 @@ one batch. A message stored without its meta gets it computed and saved on the w
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import json
 from typing import TYPE_CHECKING
 
 from gomail.imap import parser as p
 from gomail.imap import sections, wire
-from gomail.imap.meta import message_meta
+from gomail.imap.meta import message_meta_async
 from gomail.imap.session import Bad, No
 from gomail.store import AppendMessage, MessageMeta, MessageRow, NoSuchFolder, QuotaExceeded
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 BATCH = 500  # messages per fetch_meta read
 RAW_BATCH = 64  # messages per fetch_raw_many read
-OFFLOAD = 256 * 1024
 WRITE_CHUNK = 64 * 1024  # messages larger than this are parsed off the event loop
 
 _META_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
@@ -45,12 +43,6 @@ def _sets_seen(a: p.FetchAttribute) -> bool:
     if a.name in ("RFC822", "RFC822.TEXT"):
         return True
     return a.name in ("BODY", "BINARY") and a.section is not None and not a.peek
-
-
-async def compute_meta(raw: bytes) -> MessageMeta:
-    if len(raw) > OFFLOAD:
-        return await asyncio.to_thread(message_meta, raw)
-    return message_meta(raw)
 
 
 def check_set(s: ImapSession, cmd: p.Command, seqset: p.SequenceSet) -> list[int]:
@@ -220,7 +212,7 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
                     missing += 1  # expunged meanwhile
                     continue
                 if (need_meta or need_raw) and m.row.envelope is None and m.raw is not None:
-                    m.meta = await compute_meta(m.raw)
+                    m.meta = await message_meta_async(m.raw)
                     try:
                         await store.set_meta(user, folder, m.row.uid, m.meta)
                     except Exception:
@@ -391,7 +383,7 @@ async def append(s: ImapSession, cmd: p.Command) -> str:
             raise No("An empty message cannot be appended")
         if b"\0" in msg.data and not msg.binary:
             raise No("NUL in message data", "UNKNOWN-CTE")
-        meta = await compute_meta(msg.data)
+        meta = await message_meta_async(msg.data)
         date = msg.date.timestamp() if msg.date is not None else None
         messages.append(AppendMessage(msg.data, msg.flags, date, meta))
     store = s.app.store

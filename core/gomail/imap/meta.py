@@ -8,6 +8,7 @@ at its default.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -130,3 +131,15 @@ def message_meta(raw: bytes) -> MessageMeta:
     except Exception:
         log.exception("cannot extract a message's text")
     return MessageMeta(**fields)
+
+
+# Messages larger than this are parsed in a thread: on the event loop they would stall every
+# other session for milliseconds.
+PARSE_IN_THREAD = 256 * 1024
+
+
+async def message_meta_async(raw: bytes) -> MessageMeta:
+    """:func:`message_meta`, off the event loop for a large message."""
+    if len(raw) > PARSE_IN_THREAD:
+        return await asyncio.to_thread(message_meta, raw)
+    return message_meta(raw)

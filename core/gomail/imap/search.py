@@ -83,14 +83,14 @@ class Searcher:
 
     async def fill_meta(self) -> None:
         """Compute the meta of messages stored without it, so header/text keys find them."""
-        from gomail.imap.fetch import compute_meta
+        from gomail.imap.meta import message_meta_async
 
         store = self.s.app.store
         missing = await store.missing_meta(self.s.user, self.sel.name)
         for uid in missing[:MAX_META_FILL]:
             try:
                 raw = await store.fetch_raw(self.s.user, self.sel.name, uid)
-                await store.set_meta(self.s.user, self.sel.name, uid, await compute_meta(raw))
+                await store.set_meta(self.s.user, self.sel.name, uid, await message_meta_async(raw))
             except Exception:
                 continue
         if missing:

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult
 from gomail import events, logins
 from gomail.address import NeedsSmtpUtf8, parse_path, plus_base
 from gomail.context import Recipient, Session, Transaction, new_id
-from gomail.imap.meta import message_meta
+from gomail.imap.meta import message_meta_async
 from gomail.message import Message
 from gomail.pipeline import Listener, Pipeline, run_stage
 from gomail.store import Delivery, StoreError
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")
-
-META_IN_THREAD = 256 * 1024  # bytes; parsing a larger message would stall other sessions
 
 
 def _reply(v: Verdict) -> str:
@@ -319,12 +317,8 @@ class Handler:
         meta = None
         if plan.local:
             stored = f"Return-Path: <{txn.sender}>\r\n".encode() + final
-            # IMAP's view (envelope, structure, search text) is made once, here; a large
-            # message is parsed off the event loop.
-            if len(stored) > META_IN_THREAD:
-                meta = await asyncio.to_thread(message_meta, stored)
-            else:
-                meta = message_meta(stored)
+            # IMAP's view (envelope, structure, search text) is made once, here.
+            meta = await message_meta_async(stored)
         delivery = Delivery(
             queue_id=txn.id,
             sender=txn.sender,
