@@ -54,6 +54,18 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.rcpt_replies: dict[str, str] = {}  # recipient -> reply instead of 250
         self.data_replies: list[str] = []  # replies to DATA, used up one by one
+        self.hide: set[str] = set()  # EHLO keywords not to advertise ("8BITMIME", "SMTPUTF8")
+        self.mail_options: list[list[str]] = []  # each transaction's MAIL FROM parameters
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [r for r in responses if r[4:].split(" ")[0].upper() not in self.hide]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.mail_options.append(list(mail_options))
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rcpt_replies.get(address)
@@ -83,7 +95,7 @@ def mx():
     controllers = []
     for host in ("127.0.0.2", "127.0.0.3"):
         sink = Sink()
-        c = Controller(sink, hostname=host, port=port, ready_timeout=10)
+        c = Controller(sink, hostname=host, port=port, ready_timeout=10, enable_SMTPUTF8=True)
         c.start()
         controllers.append(c)
         sinks[host] = sink
@@ -252,6 +264,71 @@ async def test_5xx_bounces_to_local_sender_with_remote_answer(env):
     assert b"bob@dest.test" not in dsn.split(b"text/rfc822-headers")[0]
     names = [n for n, _d in env.events]
     assert sorted(names) == ["email.bounced", "email.sent"]
+
+
+async def test_8bit_body_sent_with_body_8bitmime(env):
+    body = "Grüße aus Köln\r\n".encode()
+    await env.enqueue(["bob@dest.test"], body=body)
+    await env.runner.run_once()
+    sink = env.sinks["127.0.0.2"]
+    [(_s, _r, content)] = sink.messages
+    assert content.endswith(body)
+    assert sink.mail_options == [["BODY=8BITMIME"]]
+    assert await env.store.list_queue() == []
+
+
+async def test_ascii_message_sends_no_parameters(env):
+    await env.enqueue(["bob@dest.test"])
+    await env.runner.run_once()
+    assert env.sinks["127.0.0.2"].mail_options == [[]]
+
+
+async def test_8bit_body_without_8bitmime_bounces_5_6_3(env):
+    sink = env.sinks["127.0.0.2"]
+    sink.hide = {"8BITMIME"}
+    await env.enqueue(["bob@dest.test"], body="Grüße\r\n".encode())
+    await env.runner.run_once()
+    assert sink.messages == [] and sink.mail_options == []
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert b"Status: 5.6.3" in dsn
+    assert b"Conversion required but not supported" in dsn
+
+
+async def test_utf8_recipient_sent_with_smtputf8(env):
+    await env.enqueue(["bob@dest.test", "jürgen@dest.test"])
+    await env.runner.run_once()
+    sink = env.sinks["127.0.0.2"]
+    [(_s, rcpts, _c)] = sink.messages
+    assert rcpts == ["bob@dest.test", "jürgen@dest.test"]
+    assert sink.mail_options == [["SMTPUTF8"]]
+    assert await env.store.list_queue() == []
+
+
+async def test_utf8_recipient_without_smtputf8_bounces_only_that_one(env):
+    sink = env.sinks["127.0.0.2"]
+    sink.hide = {"SMTPUTF8"}
+    await env.enqueue(["bob@dest.test", "jürgen@dest.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in sink.messages] == [["bob@dest.test"]]
+    assert sink.mail_options == [[]]
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert b"Status: 5.6.7" in dsn
+    assert b"does not support SMTPUTF8" in dsn
+    assert b"bob@dest.test" not in dsn.split(b"text/rfc822-headers")[0]
+    assert sorted(n for n, _d in env.events) == ["email.bounced", "email.sent"]
+
+
+async def test_utf8_sender_without_smtputf8_bounces_all(env):
+    sink = env.sinks["127.0.0.2"]
+    sink.hide = {"SMTPUTF8"}
+    await env.enqueue(["bob@dest.test"], sender="jürgen@local.test")
+    await env.runner.run_once()
+    assert sink.messages == [] and sink.mail_options == []
+    assert await env.store.list_queue() == []
+    [(name, data)] = env.events
+    assert name == "email.bounced" and "5.6.7" in data["error"]
 
 
 async def test_null_mx_bounces(env):

@@ -96,7 +96,14 @@ async def send(
                 except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
                     raise TLSFailed(f"STARTTLS with {where} failed: {exc}") from None
                 await client.ehlo(timeout=timeouts.command)
-            await client.mail(sender, timeout=timeouts.command)
+            options, refused = mail_parameters(client, sender, recipients, message, where)
+            if len(refused) == len(recipients):
+                await record(refused)
+                await _quit(client, timeouts)
+                return
+            await client.mail(
+                sender, options=options, encoding=_encoding(options), timeout=timeouts.command
+            )
         except TryNext:
             raise
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -109,12 +116,16 @@ async def send(
             raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
         except _BROKEN as exc:
             raise TryNext(f"{where}: {exc or type(exc).__name__}") from None
-        replies: dict[str, Reply] = {}
+        replies: dict[str, Reply] = dict(refused)
         accepted: list[str] = []
         try:
             for rcpt in recipients:
+                if rcpt in refused:
+                    continue
                 try:
-                    resp = await client.rcpt(rcpt, timeout=timeouts.command)
+                    resp = await client.rcpt(
+                        rcpt, encoding=_encoding(options), timeout=timeouts.command
+                    )
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     replies[rcpt] = (exc.code, reply_text(exc.code, exc.message))
                 else:
@@ -134,9 +145,46 @@ async def send(
                 if rcpt not in replies or rcpt in accepted:
                     replies[rcpt] = broken
         await record(replies)
-        try:
-            await client.quit(timeout=min(timeouts.command, 10.0))
-        except _BROKEN:
-            pass
+        await _quit(client, timeouts)
     finally:
         client.close()
+
+
+async def _quit(client: aiosmtplib.SMTP, timeouts: Timeouts) -> None:
+    try:
+        await client.quit(timeout=min(timeouts.command, 10.0))
+    except _BROKEN:
+        pass
+
+
+def _encoding(options: list[str]) -> str:
+    return "utf-8" if "SMTPUTF8" in options else "ascii"
+
+
+def mail_parameters(
+    client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes, where: str
+) -> tuple[list[str], dict[str, Reply]]:
+    """The MAIL FROM parameters this message needs from this server, and the recipients it
+    cannot be sent to there (with our own 5xx): an 8-bit body needs 8BITMIME (RFC 6152; no
+    downgrade to quoted-printable yet, so it bounces with 5.6.3), non-ASCII addresses need
+    SMTPUTF8 (RFC 6531 has no downgrade for addresses: 5.6.7 for those recipients, or for all
+    of them when the sender's address is the non-ASCII one)."""
+    options: list[str] = []
+    if not message.isascii():
+        if not client.supports_extension("8bitmime"):
+            text = (
+                f"554 5.6.3 Conversion required but not supported: {where} does not "
+                "support 8BITMIME and the message has 8-bit content"
+            )
+            return options, {r: (554, text) for r in recipients}
+        options.append("BODY=8BITMIME")
+    wide = recipients if not sender.isascii() else [r for r in recipients if not r.isascii()]
+    if wide:
+        if not client.supports_extension("smtputf8"):
+            text = (
+                f"553 5.6.7 The receiving server {where} does not support SMTPUTF8, "
+                "needed for a non-ASCII address"
+            )
+            return options, {r: (553, text) for r in wide}
+        options.append("SMTPUTF8")
+    return options, {}

@@ -9,8 +9,11 @@ stores the bounce (:meth:`gomail.store.Store.queue_bounce`). Retries follow
 (4 hours) sends the sender one ``Action: delayed`` DSN per transaction, stored in the same
 commit as the deferral and the entries' ``delay_notified`` flag, so it is never sent twice.
 
-Not yet here (issue 5): SMTPUTF8/8BITMIME negotiation, smarthost, SRS, the
-outbound pipeline stages (route, tls_policy, throttle), rate limits.
+SMTPUTF8 and BODY=8BITMIME are sent when needed and offered (:func:`.client.mail_parameters`);
+when not offered, the recipients concerned bounce (5.6.7, 5.6.3).
+
+Not yet here (issue 5): a 7-bit downgrade (quoted-printable) of 8-bit bodies, smarthost, SRS,
+the outbound pipeline stages (route, tls_policy, throttle), rate limits.
 """
 
 from __future__ import annotations
