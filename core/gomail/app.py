@@ -39,6 +39,9 @@ class App:
         self.dns = dns if dns is not None else from_config(config)
         self.events = EventBus(plugins, self)
         self.stopping = False
+        # The outbound queue runner (gomail.delivery.QueueRunner), set by Server.start; woken
+        # when mail is queued so that it goes out at once, not at the next poll.
+        self.queue_runner = None
         self.login_guard = LoginGuard(config.login_max_failures, config.login_window)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).

@@ -122,7 +122,7 @@ class Server:
                                   "tls": ln.tls, "auth": ln.auth}},
             )  # fmt: skip
         await self._start_imap(app, tls)
-        self.queue_runner = QueueRunner(app)
+        self.queue_runner = app.queue_runner = QueueRunner(app)
         await self.queue_runner.start()
         app.emit(events.SERVER_STARTED, version=__version__)
 

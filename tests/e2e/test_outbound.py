@@ -146,3 +146,21 @@ def test_451_defers_then_retry_delivers(g, remote_mx):
     )
     assert [m[1] for m in sink.messages] == [["bob@remote.test"]]
     assert g.wait_for(lambda: queue_json(g) == [], timeout=WAIT), queue_json(g)
+
+
+def test_queued_mail_goes_out_without_waiting_for_the_poll(gomail_factory, knot, remote_mx):
+    # The runner polls only every 60 s here; the SMTP handler wakes it when it queues mail.
+    port, sink = remote_mx
+    g = gomail_factory().start(
+        {
+            "dns": {"nameservers": ["127.0.0.1"], "port": knot.port, "timeout": 2},
+            "delivery": {"port": port, "poll_interval": 60, "connect_timeout": 5,
+                         "command_timeout": 5, "data_timeout": 5},
+        }
+    )  # fmt: skip
+    time.sleep(0.5)  # the runner's first pass (empty queue) is over; it now sleeps 60 s
+    submit(g, "woken")
+    assert g.wait_for(lambda: sink.messages, timeout=5.0), (
+        f"nothing reached the MX in 5s; queue: {queue_json(g)}\n{g.log[-3000:]}"
+    )
+    assert [m[1] for m in sink.messages] == [["bob@remote.test"]]

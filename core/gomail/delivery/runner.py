@@ -104,13 +104,14 @@ class QueueRunner:
     async def _loop(self) -> None:
         interval = self.app.config.delivery_poll_interval
         while True:
+            # cleared before the pass, so that a wake() during the pass is not lost
+            self._wake.clear()
             try:
                 await self._pass(self.clock())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("queue runner: pass failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 

@@ -340,6 +340,8 @@ class Handler:
                 mailboxes=[(d.user, d.folder) for d in plan.local], size=len(stored),
             )  # fmt: skip
         if plan.outbound:
+            if self.app.queue_runner is not None:
+                self.app.queue_runner.wake()  # out now, not at the next poll
             self.app.emit(
                 events.EMAIL_QUEUED, queue_id=txn.id, sender=txn.sender,
                 recipients=list(plan.outbound), size=len(final),
