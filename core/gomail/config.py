@@ -49,7 +49,31 @@ _DELIVERY_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "max_age": ("delivery_max_age", (int, float)),
     "delay_notice": ("delivery_delay_notice", (int, float)),
     "poll_interval": ("delivery_poll_interval", (int, float)),
+    "smarthost": ("delivery_smarthost", (dict,)),
+    "smarthosts": ("delivery_smarthosts", (dict,)),
 }
+# delivery.smarthost (and each delivery.smarthosts entry): {key: types}
+_SMARTHOST_KEYS: dict[str, tuple[type, ...]] = {
+    "host": (str,),
+    "port": (int,),
+    "tls": (str,),
+    "tls_verify": (bool,),
+    "username": (str,),
+    "password_file": (str,),
+}
+SMARTHOST_TLS = ("starttls", "implicit", "none")
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    """A relay that takes mail instead of the destination's MX (delivery.smarthost[s])."""
+
+    host: str
+    port: int = 587
+    tls: str = "starttls"  # starttls (required) | implicit | none
+    tls_verify: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never printed or logged
 
 
 def stock_pipeline_path() -> Path:
@@ -92,6 +116,9 @@ class Config:
     delivery_max_age: float = 5 * 24 * 3600.0  # then the message bounces
     delivery_delay_notice: float = 4 * 3600.0  # then the sender is told once it is delayed
     delivery_poll_interval: float = 5.0  # how often the queue is looked at without a wake-up
+    # a relay for all mail, and per destination domain (these first); None/empty: MX look-up
+    delivery_smarthost: Smarthost | None = None
+    delivery_smarthosts: dict[str, Smarthost] = field(default_factory=dict)
     config_file: Path | None = None
     # A client address with this many failed logins within login_window seconds is locked out.
     login_max_failures: int = 10
@@ -193,7 +220,7 @@ def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDic
     elif key == "dns":
         _set_dns(cfg, value, where)
     elif key == "delivery":
-        _set_delivery(cfg, value, where)
+        _set_delivery(cfg, value, where, base)
     else:
         setattr(cfg, key, value)
 
@@ -227,11 +254,25 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
         cfg.dns_timeout = float(value["timeout"])
 
 
-def _set_delivery(cfg: Config, value: dict, where: str) -> None:
+def _set_delivery(cfg: Config, value: dict, where: str, base: Path = Path(".")) -> None:
     _check_keys(value, _DELIVERY_KEYS, where, "delivery")
     for key, item in value.items():
         attr = _DELIVERY_KEYS[key][0]
-        if key == "retry":
+        if key == "smarthost":
+            item = _smarthost(item, where, "delivery.smarthost", base)
+        elif key == "smarthosts":
+            hosts = {}
+            for domain, spec in item.items():
+                name = f"delivery.smarthosts.{domain}"
+                if not isinstance(domain, str) or not domain.strip(". "):
+                    raise ConfigError(f"{where}: {name}: expected a domain name")
+                if not isinstance(spec, dict):
+                    raise ConfigError(
+                        f"{where}: {name} is a mapping (host, port, tls, username, ...)"
+                    )
+                hosts[domain.strip().rstrip(".").lower()] = _smarthost(spec, where, name, base)
+            item = hosts
+        elif key == "retry":
             if not item or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in item
             ):
@@ -245,3 +286,39 @@ def _set_delivery(cfg: Config, value: dict, where: str) -> None:
         elif isinstance(item, int) and key.endswith(("timeout", "age", "interval", "notice")):
             item = float(item)
         setattr(cfg, attr, item)
+
+
+def _smarthost(spec: dict, where: str, name: str, base: Path) -> Smarthost:
+    """One smarthost entry; the password is read from password_file now (at start)."""
+    for key, item in spec.items():
+        if key not in _SMARTHOST_KEYS:
+            known = ", ".join(sorted(_SMARTHOST_KEYS))
+            raise ConfigError(f"{where}: unknown setting {name}.{key} (known: {known})")
+        types = _SMARTHOST_KEYS[key]
+        if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
+            raise ConfigError(f"{where}: {name}.{key} has the wrong type ({type(item).__name__})")
+    host = str(spec.get("host", "")).strip().strip("[]")
+    if not host:
+        raise ConfigError(f"{where}: {name}.host is required (a host name or an IP address)")
+    port = spec.get("port", 587)
+    if not 0 < port <= 65535:
+        raise ConfigError(f"{where}: {name}.port {port} is out of range")
+    tls = spec.get("tls", "starttls")
+    if tls not in SMARTHOST_TLS:
+        raise ConfigError(f"{where}: {name}.tls is 'starttls', 'implicit' or 'none', not {tls!r}")
+    username, password_file = spec.get("username"), spec.get("password_file")
+    if (username is None) != (password_file is None):
+        raise ConfigError(f"{where}: {name}: username and password_file go together")
+    password = None
+    if password_file is not None:
+        path = base / password_file
+        try:
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{where}: {name}.password_file {str(path)!r} cannot be read: "
+                f"{exc.strerror if isinstance(exc, OSError) else exc}"
+            ) from None
+        if not password:
+            raise ConfigError(f"{where}: {name}.password_file {str(path)!r} is empty")
+    return Smarthost(host, port, tls, spec.get("tls_verify", True), username, password)

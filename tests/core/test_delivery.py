@@ -452,3 +452,222 @@ async def test_queue_cli(env, tmp_path):
     assert await env.store.list_queue() == []
     r = await run_cli("delete", entry.id)
     assert r.exit_code == 1 and "no queue entry" in r.output
+
+
+# --- smarthost ------------------------------------------------------------------------------
+
+SMART_USER, SMART_PASS = "relayuser", "s3cret-pass"
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == SMART_USER.encode()
+        and auth_data.password == SMART_PASS.encode()
+    )
+    return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+class AuthSink(Sink):
+    """A Sink that also notes who logged in for each transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logins: list[bytes | None] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.logins.append(session.auth_data.login if session.auth_data else None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def smart(tmp_path):
+    """Two smarthosts with AUTH on 127.0.0.5 (plaintext allowed; and STARTTLS with a
+    self-signed certificate)."""
+    import ssl
+
+    from gomail.tls import ensure_self_signed
+
+    cert, key = ensure_self_signed(tmp_path / "smarttls", "smart.test")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    out = {}
+    controllers = []
+    for name, extra in (
+        ("plain", {"auth_require_tls": False}),
+        ("other", {"auth_require_tls": False}),
+        ("starttls", {"tls_context": ctx, "require_starttls": True}),
+    ):
+        sink = AuthSink()
+        port = free_port_on(["127.0.0.5"])
+        c = Controller(
+            sink, hostname="127.0.0.5", port=port, ready_timeout=10,
+            authenticator=_authenticator, **extra,
+        )  # fmt: skip
+        c.start()
+        controllers.append(c)
+        out[name] = (port, sink)
+    yield out
+    for c in controllers:
+        c.stop()
+
+
+def _smarthost(port, **kw):
+    from gomail.config import Smarthost
+
+    kw.setdefault("tls", "none")
+    return Smarthost(
+        "127.0.0.5", port, username=SMART_USER, password=kw.pop("password", SMART_PASS), **kw
+    )
+
+
+async def test_smarthost_takes_all_mail_with_auth(env, smart):
+    port, sink = smart["plain"]
+    env.app.config.delivery_smarthost = _smarthost(port)
+    await env.enqueue(["bob@dest.test", "x@nullmx.test", "y@nowhere.invalid"])
+    await env.runner.run_once()
+    assert sorted(r for m in sink.messages for r in m[1]) == [
+        "bob@dest.test", "x@nullmx.test", "y@nowhere.invalid",
+    ]  # fmt: skip
+    assert set(sink.logins) == {SMART_USER.encode()}
+    assert env.sinks["127.0.0.2"].messages == []  # no MX used
+    assert await env.store.list_queue() == []
+    sent = [d for n, d in env.events if n == "email.sent"]
+    assert sent and all(d["remote"] == "127.0.0.5[127.0.0.5]" for d in sent)
+
+
+async def test_smarthost_wrong_password_defers_with_535(env, smart, caplog):
+    port, sink = smart["plain"]
+    env.app.config.delivery_smarthost = _smarthost(port, password="wrong")
+    await env.enqueue(["bob@dest.test"])
+    with caplog.at_level("ERROR", logger="gomail.delivery"):
+        await env.runner.run_once()
+    assert sink.messages == []
+    [entry] = await env.store.list_queue()
+    assert entry.state == "deferred" and "535" in entry.last_error
+    assert "AUTH as relayuser" in entry.last_error
+    assert await env.store.list_messages("alice@local.test") == []  # no bounce
+    assert any("535" in r.getMessage() for r in caplog.records)
+    assert all("wrong" not in r.getMessage() for r in caplog.records)
+
+
+async def test_per_domain_smarthost_overrides_global(env, smart):
+    (gport, gsink), (dport, dsink) = smart["plain"], smart["other"]
+    env.app.config.delivery_smarthost = _smarthost(gport)
+    env.app.config.delivery_smarthosts = {"dest.test": _smarthost(dport)}
+    await env.enqueue(["bob@dest.test", "z@fallback.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in dsink.messages] == [["bob@dest.test"]]
+    assert [m[1] for m in gsink.messages] == [["z@fallback.test"]]
+    assert await env.store.list_queue() == []
+
+
+async def test_per_domain_smarthost_only(env, smart):
+    port, sink = smart["plain"]
+    env.app.config.delivery_smarthosts = {"fallback.test": _smarthost(port)}
+    await env.enqueue(["bob@dest.test", "z@fallback.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in sink.messages] == [["z@fallback.test"]]
+    assert [m[1] for m in env.sinks["127.0.0.2"].messages] == [["bob@dest.test"]]
+
+
+async def test_smarthost_rcpt_5xx_bounces(env, smart):
+    port, sink = smart["plain"]
+    sink.rcpt_replies["nobody@dest.test"] = "550 5.1.1 No such user"
+    env.app.config.delivery_smarthost = _smarthost(port)
+    await env.enqueue(["nobody@dest.test"])
+    await env.runner.run_once()
+    assert await env.store.list_queue() == []
+    [(_uid, dsn)] = await env.store.list_messages("alice@local.test")
+    assert b"550 5.1.1 No such user" in dsn
+
+
+async def test_smarthost_starttls(env, smart):
+    port, sink = smart["starttls"]
+    env.app.config.delivery_smarthost = _smarthost(port, tls="starttls", tls_verify=False)
+    await env.enqueue(["bob@dest.test"])
+    await env.runner.run_once()
+    assert [m[1] for m in sink.messages] == [["bob@dest.test"]]
+    assert sink.logins == [SMART_USER.encode()]
+
+
+async def test_smarthost_starttls_verified_by_default(env, smart):
+    port, sink = smart["starttls"]  # a self-signed certificate: refused when verifying
+    env.app.config.delivery_smarthost = _smarthost(port, tls="starttls")
+    await env.enqueue(["bob@dest.test"])
+    await env.runner.run_once()
+    assert sink.messages == []
+    [entry] = await env.store.list_queue()
+    assert entry.state == "deferred" and "STARTTLS" in entry.last_error
+
+
+async def test_smarthost_required_starttls_not_offered_defers(env, smart):
+    port, sink = smart["plain"]
+    env.app.config.delivery_smarthost = _smarthost(port, tls="starttls", tls_verify=False)
+    await env.enqueue(["bob@dest.test"])
+    await env.runner.run_once()
+    assert sink.messages == []
+    [entry] = await env.store.list_queue()
+    assert "does not offer STARTTLS" in entry.last_error
+
+
+async def test_smarthost_by_name_through_dns(env, smart, knot):
+    from dataclasses import replace
+
+    port, _sink = smart["plain"]
+    # a name not in the zones: deferred (our configuration), never bounced
+    env.app.config.delivery_smarthost = replace(_smarthost(port), host="relay.nowhere.test")
+    await env.enqueue(["bob@dest.test"])
+    await env.runner.run_once()
+    [entry] = await env.store.list_queue()
+    assert entry.state == "deferred" and "smarthost relay.nowhere.test" in entry.last_error
+
+
+def test_smarthost_config(tmp_path):
+    from gomail.config import load_config
+    from gomail.yamlfile import ConfigError
+
+    (tmp_path / "pass").write_text("hunter2\n")
+    path = tmp_path / "gomail.yaml"
+    path.write_text(
+        "delivery:\n"
+        "  smarthost:\n"
+        "    host: smtp.provider.example\n"
+        "    username: user\n"
+        "    password_file: pass\n"
+        "  smarthosts:\n"
+        "    Example.COM: {host: 192.0.2.1, port: 465, tls: implicit, tls_verify: false}\n"
+    )
+    cfg = load_config(path)
+    sh = cfg.delivery_smarthost
+    assert (sh.host, sh.port, sh.tls, sh.tls_verify) == (
+        "smtp.provider.example",
+        587,
+        "starttls",
+        True,
+    )
+    assert (sh.username, sh.password) == ("user", "hunter2")
+    assert "hunter2" not in repr(sh) and "hunter2" not in repr(cfg)
+    ex = cfg.delivery_smarthosts["example.com"]
+    assert (ex.host, ex.port, ex.tls, ex.tls_verify, ex.username) == (
+        "192.0.2.1", 465, "implicit", False, None,
+    )  # fmt: skip
+
+    def bad(block: str, needle: str) -> None:
+        path.write_text("delivery:\n" + block)
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert needle in str(e.value), str(e.value)
+
+    bad("  smarthost: {port: 25}\n", "delivery.smarthost.host is required")
+    bad("  smarthost: {host: a.example, tls: ssl}\n", "delivery.smarthost.tls")
+    bad("  smarthost: {host: a.example, port: 0}\n", "delivery.smarthost.port")
+    bad("  smarthost: {host: a.example, user: x}\n", "unknown setting delivery.smarthost.user")
+    bad("  smarthost: {host: a.example, username: x}\n", "username and password_file")
+    bad("  smarthost: {host: a.example, username: x, password_file: nope}\n", "password_file")
+    bad("  smarthost: {host: a.example, tls_verify: 1}\n", "delivery.smarthost.tls_verify")
+    bad("  smarthosts: {a.example: 5}\n", "delivery.smarthosts.a.example is a mapping")
+    bad("  smarthosts: {a.example: {port: 25}}\n", "delivery.smarthosts.a.example.host")
+    bad("  smarthost: 5\n", "delivery.smarthost has the wrong type")

@@ -4,13 +4,19 @@ aiosmtplib drives the protocol; we connect to the IP itself (``hostname=IP, star
 take STARTTLS when offered with a context that does not verify (opportunistic TLS: a bad
 certificate is still better than plaintext; DANE and MTA-STS are for plugins to enforce), and
 call ``mail``/``rcpt``/``data`` ourselves so that each recipient's answer is known.
+
+Through a smarthost (:class:`Relay`) TLS is not opportunistic but as configured: STARTTLS
+required (no fallback to plaintext), implicit TLS, or none; the certificate is verified against
+the smarthost's name unless ``tls_verify: false``; then AUTH with the configured user.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 
@@ -24,6 +30,28 @@ class TryNext(Exception):
 
 class TLSFailed(TryNext):
     """STARTTLS was offered but the handshake failed: try the same address without TLS."""
+
+
+class AuthFailed(TryNext):
+    """The smarthost refused our AUTH (535 ...): our configuration, not the recipient's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """How to talk to a smarthost: tls is "starttls" (required), "implicit" or "none"."""
+
+    tls: str
+    context: ssl.SSLContext | None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def relay_context(verify: bool) -> ssl.SSLContext:
+    if not verify:
+        return opportunistic_context()
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +88,35 @@ async def send(
     timeouts: Timeouts,
     tls: ssl.SSLContext | None,
     record: Callable[[dict[str, Reply]], Awaitable[None]],
+    relay: Relay | None = None,
 ) -> None:
     """Offer the message to one server. Once MAIL FROM is answered, every recipient gets a
     reply (the server's, or a made-up 4xx when the connection breaks) and record(replies) is
     awaited exactly once, before QUIT, so that a 250 is stored before anything else happens.
-    Before that point, TryNext (or TLSFailed) and record is not called."""
-    client = aiosmtplib.SMTP(
-        hostname=ip,
-        port=port,
-        local_hostname=helo,
-        timeout=timeouts.command,
-        start_tls=False,
-        validate_certs=False,
-    )
+    Before that point, TryNext (or TLSFailed, or AuthFailed) and record is not called.
+    With relay, TLS and AUTH are done as it says, and tls is not used."""
     where = f"{host}[{ip}]"
+    implicit = relay is not None and relay.tls == "implicit"
+    sock = None
+    if implicit:
+        # our own TCP connection to the IP, so that TLS checks the certificate against host
+        try:
+            sock = await _tcp(ip, port, timeouts.connect)
+        except _BROKEN as exc:
+            raise TryNext(f"connect to {where}: {exc or type(exc).__name__}") from None
+        client = aiosmtplib.SMTP(
+            hostname=host, sock=sock, use_tls=True, tls_context=relay.context,
+            local_hostname=helo, timeout=timeouts.command, start_tls=False,
+        )  # fmt: skip
+    else:
+        client = aiosmtplib.SMTP(
+            hostname=ip,
+            port=port,
+            local_hostname=helo,
+            timeout=timeouts.command,
+            start_tls=False,
+            validate_certs=False,
+        )
     try:
         try:
             await client.connect(timeout=timeouts.connect)
@@ -88,7 +131,9 @@ async def send(
                 if exc.code < 500:
                     raise
                 await client.helo(timeout=timeouts.command)
-            if tls is not None and client.supports_extension("starttls"):
+            if relay is not None:
+                await _relay_setup(client, relay, host, where, timeouts)
+            elif tls is not None and client.supports_extension("starttls"):
                 try:
                     await client.starttls(
                         server_hostname=host, tls_context=tls, timeout=timeouts.command
@@ -148,6 +193,60 @@ async def send(
         await _quit(client, timeouts)
     finally:
         client.close()
+        if sock is not None:
+            sock.close()
+
+
+async def _tcp(ip: str, port: int, limit: float) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), limit)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _relay_setup(
+    client: aiosmtplib.SMTP, relay: Relay, host: str, where: str, timeouts: Timeouts
+) -> None:
+    """STARTTLS when required (no plaintext fallback), then AUTH; TryNext/AuthFailed if not."""
+    if relay.tls == "starttls":
+        if not client.supports_extension("starttls"):
+            raise TryNext(f"smarthost {where} does not offer STARTTLS, which is required")
+        try:
+            await client.starttls(
+                server_hostname=host, tls_context=relay.context, timeout=timeouts.command
+            )
+        except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
+            raise TryNext(f"STARTTLS with smarthost {where} failed: {exc}") from None
+        await client.ehlo(timeout=timeouts.command)
+    if relay.username is None:
+        return
+    # one mechanism, PLAIN first: a second try with the same wrong password helps nobody
+    # (and some servers stall after a failure); login() tries them all
+    offered = client.supported_auth_methods if client.supports_extension("auth") else []
+    method = next((m for m in ("plain", "login") if m in offered), None)
+    try:
+        if method is None:
+            await client.login(relay.username, relay.password or "", timeout=timeouts.command)
+        else:
+            await getattr(client, f"auth_{method}")(
+                relay.username, relay.password or "", timeout=timeouts.command
+            )
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        raise AuthFailed(
+            f"AUTH as {relay.username} at smarthost {where} refused: "
+            f"{reply_text(exc.code, exc.message)}"
+        ) from None
+    except aiosmtplib.SMTPResponseException as exc:
+        raise TryNext(
+            f"AUTH at smarthost {where} failed: {reply_text(exc.code, exc.message)}"
+        ) from None
+    except aiosmtplib.SMTPException as exc:
+        raise TryNext(f"AUTH at smarthost {where} impossible: {exc}") from None
 
 
 async def _quit(client: aiosmtplib.SMTP, timeouts: Timeouts) -> None:

@@ -9,10 +9,15 @@ stores the bounce (:meth:`gomail.store.Store.queue_bounce`). Retries follow
 (4 hours) sends the sender one ``Action: delayed`` DSN per transaction, stored in the same
 commit as the deferral and the entries' ``delay_notified`` flag, so it is never sent twice.
 
+A destination domain with a smarthost (``delivery.smarthosts``, else ``delivery.smarthost``)
+skips the MX look-up: its mail goes to that host (its name resolved through app.dns, an IP
+literal as is) with TLS as configured and AUTH; the same defer/bounce rules apply, and a
+refused AUTH (535) defers, since it is our configuration that is wrong, not the address.
+
 SMTPUTF8 and BODY=8BITMIME are sent when needed and offered (:func:`.client.mail_parameters`);
 when not offered, the recipients concerned bounce (5.6.7, 5.6.3).
 
-Not yet here (issue 5): a 7-bit downgrade (quoted-printable) of 8-bit bodies, smarthost, SRS,
+Not yet here (issue 5): a 7-bit downgrade (quoted-printable) of 8-bit bodies, SRS,
 the outbound pipeline stages (route, tls_policy, throttle), rate limits.
 """
 
@@ -20,13 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import time
 from collections.abc import Callable
 
+from gomail.config import Smarthost
 from gomail.context import LocalDelivery, new_id
-from gomail.delivery.client import Reply, Timeouts, TLSFailed, TryNext, opportunistic_context, send
+from gomail.delivery.client import (
+    AuthFailed,
+    Relay,
+    Reply,
+    Timeouts,
+    TLSFailed,
+    TryNext,
+    opportunistic_context,
+    relay_context,
+    send,
+)
 from gomail.delivery.dsn import Failure, build_dsn
 from gomail.dns import DNSError, NoSuchDomain, NullMX, PermanentDNSError
 from gomail.store import Delivery, NoSuchMessage, QueueEntry
@@ -75,6 +92,20 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._main: asyncio.Task | None = None
         self._tls = opportunistic_context()
+        self._relays: dict[Smarthost, Relay] = {}
+
+    def smarthost_for(self, domain: str) -> Smarthost | None:
+        """The smarthost for mail to domain: its own (delivery.smarthosts), else the global."""
+        cfg = self.app.config
+        return cfg.delivery_smarthosts.get(domain.lower()) or cfg.delivery_smarthost
+
+    def _relay(self, smarthost: Smarthost) -> Relay:
+        relay = self._relays.get(smarthost)
+        if relay is None:
+            ctx = None if smarthost.tls == "none" else relay_context(smarthost.tls_verify)
+            relay = Relay(smarthost.tls, ctx, smarthost.username, smarthost.password)
+            self._relays[smarthost] = relay
+        return relay
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -162,6 +193,10 @@ class QueueRunner:
         message = strip_return_path(stored)
         if not message.endswith(b"\r\n"):
             message += b"\r\n"
+        smarthost = self.smarthost_for(domain)
+        if smarthost is not None:
+            await self._via_smarthost(smarthost, group, message, now)
+            return
         dns = self.app.dns
         try:
             mxs = await dns.mx(domain)
@@ -193,8 +228,42 @@ class QueueRunner:
                     log.info("queue %s: %s", group[0].queue_id, exc)
         await self._defer(group, last, now)
 
+    async def _via_smarthost(
+        self, smarthost: Smarthost, group: list[QueueEntry], message: bytes, now: float
+    ) -> None:
+        host = smarthost.host
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            try:
+                addresses = await self.app.dns.addresses(host)
+            except DNSError as exc:  # even a permanent one: our configuration, so retry
+                await self._defer(group, f"451 4.4.3 smarthost {host}: {exc}", now)
+                return
+        last = f"451 4.4.1 smarthost {host} could not be reached"
+        relay = self._relay(smarthost)
+        for ip in addresses:
+            try:
+                await self._session(ip, host, group, message, now, smarthost.port, relay)
+                return
+            except AuthFailed as exc:
+                last = f"451 4.7.0 {exc}"
+                log.error("queue %s: %s (check delivery.smarthost)", group[0].queue_id, exc)
+                break  # the other addresses would refuse the same credentials
+            except TryNext as exc:
+                last = f"451 4.4.1 {exc}"
+                log.info("queue %s: %s", group[0].queue_id, exc)
+        await self._defer(group, last, now)
+
     async def _session(
-        self, ip: str, host: str, group: list[QueueEntry], message: bytes, now: float
+        self,
+        ip: str,
+        host: str,
+        group: list[QueueEntry],
+        message: bytes,
+        now: float,
+        port: int | None = None,
+        relay: Relay | None = None,
     ) -> None:
         cfg = self.app.config
         by_rcpt = {e.recipient: e for e in group}
@@ -206,7 +275,7 @@ class QueueRunner:
         kwargs = dict(
             ip=ip,
             host=host,
-            port=cfg.delivery_port,
+            port=cfg.delivery_port if port is None else port,
             helo=cfg.hostname,
             sender=group[0].sender,
             recipients=list(by_rcpt),
@@ -214,6 +283,9 @@ class QueueRunner:
             timeouts=self.timeouts,
             record=record,
         )
+        if relay is not None:
+            await send(tls=None, relay=relay, **kwargs)
+            return
         try:
             await send(tls=self._tls, **kwargs)
         except TLSFailed as exc:
