@@ -312,3 +312,15 @@ def test_large_message_to_three_users_is_one_file(gomail_factory):
         stored = [m for m in g.messages(u) if msgid.encode() in m]
         assert len(stored) == 1 and stored[0].endswith(data), u
     g.stop()
+
+
+def test_bare_postmaster_is_accepted(gomail_factory):
+    # RFC 5321 4.5.1: RCPT TO:<Postmaster> without a domain reaches the postmaster of the
+    # server's own domain (here the parent of its host name).
+    g = gomail_factory("pm").start({"hostname": "mail.example.org"})
+    g.cli("alias", "add", "postmaster@example.org", "alice@example.org")
+    _msgid, data = g.make_message(SENDER, "postmaster")
+    r = g.transact(SENDER, ["Postmaster"], data)
+    g.assert_reply(r["rcpt"][0], 250, "2.1.5")
+    g.assert_reply(r["data"], 250, "2.0.0")
+    assert len(g.messages("alice@example.org")) == 1

@@ -243,6 +243,9 @@ class Handler:
             return "501 5.5.2 NUL character not allowed"
         if len(txn.recipients) >= self.app.config.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if address.lower() == "postmaster":
+            # RFC 5321 4.5.1: "RCPT TO:<Postmaster>" without a domain must be accepted.
+            address = await self._postmaster()
         try:
             parse_path(address, bool(envelope.smtp_utf8))
         except NeedsSmtpUtf8:
@@ -261,6 +264,17 @@ class Handler:
         txn.recipients.append(rcpt)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    async def _postmaster(self) -> str:
+        """postmaster@ our domain: the server's host name's own domain (or its parent) when we
+        serve it, else the first domain we serve."""
+        store = self.app.store
+        hostname = self.app.config.hostname.lower().rstrip(".")
+        for candidate in (hostname, hostname.partition(".")[2]):
+            if candidate and await store.has_domain(candidate):
+                return f"postmaster@{candidate}"
+        domains = await store.list_domains()
+        return f"postmaster@{domains[0]}" if domains else "postmaster"
 
     async def handle_RSET(self, server: GomailSMTP, session: Any, envelope: Any):
         return "250 2.0.0 OK"
