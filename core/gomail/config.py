@@ -36,6 +36,7 @@ _DNS_KEYS: dict[str, tuple[type, ...]] = {
     "nameservers": (list,),
     "port": (int,),
     "timeout": (int, float),
+    "cache": (bool,),
 }
 # delivery: {key: (Config attribute, types)}; times in seconds
 _DELIVERY_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -102,6 +103,7 @@ class Config:
     dns_nameservers: list[str] = field(default_factory=list)
     dns_port: int = 53
     dns_timeout: float = 5.0
+    dns_cache: bool = True  # answers kept in memory for their TTL
     # Outbound delivery (gomail.delivery). The port is 25 on the Internet; tests change it.
     delivery_port: int = 25
     delivery_concurrency: int = 50  # connections at once, all destinations
@@ -231,7 +233,7 @@ def _check_keys(value: dict, known: dict, where: str, section: str) -> None:
             names = ", ".join(sorted(known))
             raise ConfigError(f"{where}: unknown setting {section}.{key} (known: {names})")
         types = known[key] if section == "dns" else known[key][1]
-        if not isinstance(item, types) or isinstance(item, bool):
+        if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
             raise ConfigError(
                 f"{where}: {section}.{key} has the wrong type ({type(item).__name__})"
             )
@@ -252,6 +254,8 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
         if value["timeout"] <= 0:
             raise ConfigError(f"{where}: dns.timeout must be positive")
         cfg.dns_timeout = float(value["timeout"])
+    if "cache" in value:
+        cfg.dns_cache = value["cache"]
 
 
 def _set_delivery(cfg: Config, value: dict, where: str, base: Path = Path(".")) -> None:

@@ -7,16 +7,23 @@ Everything that asks DNS (outbound delivery, SPF, DKIM, DMARC, DANE, MTA-STS) go
       nameservers: [127.0.0.1]   # default: the system's /etc/resolv.conf
       port: 53
       timeout: 5                 # seconds for a whole look-up (all servers, all retries)
+      cache: true                # keep answers in memory for their TTL (false: ask every time)
 
 Failures are exceptions in two families, because a mail server must tell them apart:
 :class:`TemporaryDNSError` (SERVFAIL, time-out, no server answering: try again later) and
 :class:`PermanentDNSError` (NXDOMAIN, null MX, a host without addresses: give up now).
+
+Answers are cached in memory per (name, type) for their TTL, at most :data:`MAX_TTL`; NXDOMAIN
+and NODATA for the SOA minimum, at most :data:`MAX_NEGATIVE_TTL` (RFC 2308). Temporary failures
+are never cached: the next look-up asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -24,6 +31,10 @@ import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.resolver
+
+MAX_TTL = 3600.0  # seconds an answer stays cached at most, whatever its TTL
+MAX_NEGATIVE_TTL = 300.0  # NXDOMAIN / NODATA (RFC 2308 suggests 1-3 hours; we stay short)
+CACHE_SIZE = 10_000  # entries; the oldest go first
 
 
 class DNSError(Exception):
@@ -67,11 +78,25 @@ def _name(text: str) -> dns.name.Name:
         raise NoSuchDomain(f"{text!r} is not a valid domain name: {exc}") from None
 
 
+def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:
+    """How long an NXDOMAIN may be cached: min(SOA TTL, SOA minimum) of the response; 0 (do not
+    cache) when that cannot be told."""
+    try:
+        return min(r.resolve_chaining().minimum_ttl for r in exc.responses().values())
+    except Exception:  # no responses, a malformed one: do not cache
+        return 0.0
+
+
 class Resolver:
     """Async look-ups. nameservers empty: the system's /etc/resolv.conf."""
 
     def __init__(
-        self, nameservers: list[str] | tuple[str, ...] = (), port: int = 53, timeout: float = 5.0
+        self,
+        nameservers: list[str] | tuple[str, ...] = (),
+        port: int = 53,
+        timeout: float = 5.0,
+        cache: bool = True,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         if nameservers:
             res = dns.asyncresolver.Resolver(configure=False)
@@ -87,18 +112,47 @@ class Resolver:
         res.timeout = min(timeout, 2.0)  # per server try: a dead server does not eat it all
         self._res = res
         self.timeout = timeout
+        self.cache = cache
+        self._cache_size = cache_size
+        # (name, type) -> (monotonic expiry, Answer | None for NODATA | NoSuchDomain to raise)
+        self._cache: OrderedDict[
+            tuple[dns.name.Name, str], tuple[float, dns.resolver.Answer | None | NoSuchDomain]
+        ] = OrderedDict()
+
+    def _remember(self, key, value, ttl: float, cap: float) -> None:
+        ttl = min(max(ttl, 0.0), cap)
+        if not self.cache or ttl <= 0:
+            return
+        self._cache.pop(key, None)  # re-inserted at the end: order is insertion time
+        self._cache[key] = (time.monotonic() + ttl, value)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
 
     @property
     def nameservers(self) -> list[str]:
         return [str(ns) for ns in self._res.nameservers]
 
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
-        """The answer, or None when the name exists without records of the type (NODATA)."""
+        """The answer, or None when the name exists without records of the type (NODATA).
+        Cached answers (NXDOMAIN included) are served without asking while their TTL lasts."""
         qname = _name(name)
+        key = (qname, rdtype.upper())
+        if self.cache and (hit := self._cache.get(key)) is not None:
+            expires, value = hit
+            if time.monotonic() < expires:
+                if isinstance(value, NoSuchDomain):
+                    raise NoSuchDomain(*value.args)
+                return value
+            del self._cache[key]
         try:
             answer = await self._res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            raise NoSuchDomain(f"{name}: no such domain (NXDOMAIN)") from None
+        except dns.resolver.NXDOMAIN as exc:
+            err = NoSuchDomain(f"{name}: no such domain (NXDOMAIN)")
+            self._remember(key, err, _negative_ttl(exc), MAX_NEGATIVE_TTL)
+            raise err from None
         except dns.resolver.YXDOMAIN:
             raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
         except dns.resolver.LifetimeTimeout:
@@ -107,8 +161,11 @@ class Resolver:
             raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
         except dns.exception.DNSException as exc:
             raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
+        ttl = answer.chaining_result.minimum_ttl  # NODATA: the SOA minimum (RFC 2308)
         if answer.rrset is None:
+            self._remember(key, None, ttl, MAX_NEGATIVE_TTL)
             return None
+        self._remember(key, answer, ttl, MAX_TTL)
         return answer
 
     async def mx(self, domain: str) -> list[MXHost]:
@@ -166,4 +223,9 @@ class Resolver:
 
 def from_config(config) -> Resolver:
     """The resolver the config describes (``dns:`` setting)."""
-    return Resolver(config.dns_nameservers, config.dns_port, config.dns_timeout)
+    return Resolver(
+        config.dns_nameservers,
+        config.dns_port,
+        config.dns_timeout,
+        cache=config.dns_cache,
+    )
