@@ -49,6 +49,8 @@ import time
 from email.utils import format_datetime
 from pathlib import Path
 
+from benchproc import descendants, free_port, kill_all, log, spawn, stop, tail
+
 PY = sys.executable
 BIN = Path(PY).parent
 USER = "bench@example.org"
@@ -65,88 +67,8 @@ FILLER = (  # noqa: SIM905 - a sentence of words reads better than a column of s
 ).split()
 NAMES = ("Ann Lee", "Bo Chen", "Cleo Park", "Dan Roe", "Eve Moss", "Finn Hart", "Gia Tran")
 
-CHILDREN: list[subprocess.Popen] = []
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------------------------
 # child processes
-
-
-def spawn(argv: list[str], logfile: Path, **kw) -> subprocess.Popen:
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **kw,
-        )
-    CHILDREN.append(proc)
-    return proc
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it, from /proc."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses
-        parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(c for c, pp in parent.items() if pp == p)
-    return out
-
-
-def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM to the child's process group, SIGKILL to it and any descendant left."""
-    tree = descendants(proc.pid) if proc.poll() is None else []
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log(f"  pid {proc.pid} still running {grace:.0f}s after SIGTERM: SIGKILL")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    if proc in CHILDREN:
-        CHILDREN.remove(proc)
-
-
-def kill_all() -> None:
-    for proc in list(CHILDREN):
-        stop(proc, grace=3)
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def pss_kib(pid: int) -> int:
@@ -171,7 +93,9 @@ def wait_greeting(proc: subprocess.Popen, port: int, logfile: Path, tls=False) -
     last = "no attempt"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"exited {proc.returncode} while starting: {tail(logfile)}")
+            raise RuntimeError(
+                f"exited {proc.returncode} while starting: {tail(logfile, 5, ' | ')}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.settimeout(5)
@@ -186,7 +110,7 @@ def wait_greeting(proc: subprocess.Popen, port: int, logfile: Path, tls=False) -
         except OSError as exc:
             last = str(exc)
         time.sleep(0.1)
-    raise RuntimeError(f"no IMAP greeting on port {port}: {last}; log: {tail(logfile)}")
+    raise RuntimeError(f"no IMAP greeting on port {port}: {last}; log: {tail(logfile, 5, ' | ')}")
 
 
 def client_tls() -> ssl.SSLContext:
@@ -769,7 +693,7 @@ def main() -> int:
     finally:
         for t in targets:
             t.close()
-        kill_all()
+        kill_all(signal.SIGTERM, 3)
         if args.keep:
             log(f"kept {root}")
         else:
@@ -831,7 +755,7 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        kill_all()
+        kill_all(signal.SIGTERM, 3)
         sys.exit(130)
     finally:
-        kill_all()
+        kill_all(signal.SIGTERM, 3)

@@ -34,6 +34,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchproc import free_port, kill_all, log, spawn, stop, tail
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 BIN = Path(PY).parent  # the venv's bin/: gomail's console script lives beside its python
@@ -43,57 +45,6 @@ SENDER = "from@bench.example"
 RECIPIENT = "to@example.org"
 DOMAIN = "example.org"
 MODES = {"per-connection": [], "reused": ["-d"]}
-
-# Children still alive, killed by kill_all() whatever happens.
-CHILDREN: list[subprocess.Popen] = []
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(argv: list[str], logfile: Path, **kw) -> subprocess.Popen:
-    """Start a child in its own process group, output to logfile."""
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **kw,
-        )
-    CHILDREN.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> int | None:
-    """Signal the child's process group, wait up to `grace` s, then SIGKILL it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log(f"  pid {proc.pid} ignored signal {sig} for {grace:.0f}s: SIGKILL")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers left in the group
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    if proc in CHILDREN:
-        CHILDREN.remove(proc)
-    return proc.returncode
-
-
-def kill_all() -> None:
-    for proc in list(CHILDREN):
-        stop(proc, signal.SIGKILL, grace=5)
 
 
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float, logfile: Path) -> None:
@@ -120,13 +71,6 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float, logfile: Path)
             last = str(exc)
         time.sleep(0.1)
     raise RuntimeError(f"port {port} not ready after {timeout:.0f}s ({last}); log {logfile}")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # --------------------------------------------------------------------------------------------
