@@ -6,12 +6,6 @@ groups the due entries by transaction and destination domain, and gives each gro
 transaction, under a per-domain and a global connection limit. See :mod:`.runner`.
 """
 
-from gomail.delivery.runner import (
-    EMAIL_BOUNCED,
-    EMAIL_DEFERRED,
-    EMAIL_SENT,
-    QueueRunner,
-    strip_return_path,
-)
+from gomail.delivery.runner import QueueRunner, strip_return_path
 
-__all__ = ["EMAIL_BOUNCED", "EMAIL_DEFERRED", "EMAIL_SENT", "QueueRunner", "strip_return_path"]
+__all__ = ["QueueRunner", "strip_return_path"]

@@ -46,13 +46,11 @@ from gomail.delivery.client import (
 )
 from gomail.delivery.dsn import Failure, build_dsn
 from gomail.dns import DNSError, NoSuchDomain, NullMX, PermanentDNSError
+from gomail.events import EMAIL_BOUNCED, EMAIL_DEFERRED, EMAIL_SENT
 from gomail.store import Delivery, NoSuchMessage, QueueEntry
 
 log = logging.getLogger("gomail.delivery")
 
-EMAIL_SENT = "email.sent"
-EMAIL_DEFERRED = "email.deferred"
-EMAIL_BOUNCED = "email.bounced"
 
 BATCH = 1000  # entries read from the queue per pass
 
