@@ -8,7 +8,6 @@ its own replies; everything else about a login attempt happens here.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gomail import events
 from gomail.address import normalize_address
+from gomail.clients import client_key
 
 if TYPE_CHECKING:
     from gomail.app import App
@@ -50,16 +50,6 @@ class LoginGuard:
         self.window = window
         self._failures: dict[str, list[float]] = {}
 
-    @staticmethod
-    def key(ip: str) -> str:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return ip
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
-            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-        return str(getattr(addr, "ipv4_mapped", None) or addr)
-
     def _recent(self, key: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(key, ()) if now - t < self.window]
         if times:
@@ -69,12 +59,12 @@ class LoginGuard:
         return times
 
     def locked(self, ip: str) -> bool:
-        return len(self._recent(self.key(ip), time.monotonic())) >= self.max_failures
+        return len(self._recent(client_key(ip), time.monotonic())) >= self.max_failures
 
     def failed(self, ip: str) -> None:
         if len(self._failures) >= MAX_TRACKED:
             self._failures.clear()  # bounded: a flood of addresses resets the table
-        key = self.key(ip)
+        key = client_key(ip)
         self._recent(key, time.monotonic())
         self._failures.setdefault(key, []).append(time.monotonic())
 

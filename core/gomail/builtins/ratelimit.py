@@ -6,10 +6,10 @@ A token bucket per IP (IPv6 by /64): ``rate`` new connections per minute with bu
 
 from __future__ import annotations
 
-import ipaddress
 import time
 
 from gomail import Verdict, hookimpl
+from gomail.clients import client_key
 from gomail.options import Option
 
 MAX_TRACKED = 100_000
@@ -29,25 +29,13 @@ class RateLimit:
             "exempt_loopback": Option(bool, True, "never limit 127.0.0.0/8 and ::1"),
         }
 
-    @staticmethod
-    def _key(ip: str) -> str:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return ip
-        if isinstance(addr, ipaddress.IPv6Address):
-            if addr.ipv4_mapped:
-                return str(addr.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-        return str(addr)
-
     @hookimpl
     def gomail_connect(self, session, options):
         if options["exempt_loopback"] and (
             session.peer_ip.startswith("127.") or session.peer_ip == "::1"
         ):
             return None
-        key = self._key(session.peer_ip)
+        key = client_key(session.peer_ip)
         now = time.monotonic()
         per_second = options["rate"] / 60.0
         burst = float(options["burst"])
