@@ -21,7 +21,10 @@ EMAIL_QUEUED = "email.queued"
 EMAIL_REJECTED = "email.rejected"
 EMAIL_SENT = "email.sent"  # the outbound queue: a far server accepted recipients
 EMAIL_DEFERRED = "email.deferred"
-EMAIL_BOUNCED = "email.bounced"
+EMAIL_BOUNCED = "email.bounced"  # a far server refused recipients for good (5xx)
+# gomail gave up on recipients itself: no such domain, null MX, expired after max_age, an
+# outbound policy's reject
+EMAIL_FAILED = "email.failed"
 LOGIN_FAILED = "security.login_failed"
 LOGIN_SUCCEEDED = "security.login_succeeded"
 USER_CREATED = "user.created"

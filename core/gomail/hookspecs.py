@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from gomail.app import App
     from gomail.context import Recipient, Session, Transaction
+    from gomail.delivery.policy import Attempt, TLSPolicy
+    from gomail.dns import MXHost
     from gomail.events import Event
     from gomail.message import Message
     from gomail.options import Option
@@ -45,6 +47,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # The SMTP stages in session order; each names the hook gomail_<stage>.
 STAGES = ("connect", "helo", "auth", "mail", "rcpt", "data", "deliver")
+# The outbound queue's stages (the pipeline file's ``outbound:`` section), in the order they
+# run for each delivery attempt.
+OUTBOUND_STAGES = ("throttle", "route", "tls_policy")
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -121,6 +126,55 @@ def gomail_deliver(
 
     ``message.raw`` is final here (edits applied, trace headers added). The core commits the
     whole plan atomically and durably once the stage ends, then answers 250.
+    """
+
+
+# --- outbound stages -------------------------------------------------------------------------
+# They run in the queue runner, for each try of one queued message to one destination domain
+# (an :class:`~gomail.delivery.policy.Attempt`), where the pipeline file's ``outbound:``
+# section names the plugin::
+#
+#     outbound:
+#       throttle:   [{throttle: {per_minute: 120}}]
+#       tls_policy: [dane, mta-sts]
+#
+# At ``throttle`` and ``route`` a reject fails the attempt's recipients for good: the sender
+# gets a DSN with the verdict's text (event ``email.failed``). At ``route`` a tempfail defers
+# them to the next retry; ``throttle`` and ``tls_policy`` say below what theirs does. A plugin
+# that raises or times out counts as its ``on_error`` says, as in the SMTP stages
+# (``tempfail`` by default).
+
+
+@hookspec
+def gomail_throttle(attempt: Attempt, options: dict, app: App) -> Verdict | None:
+    """Before anything else of an attempt: may this destination get mail now?
+
+    A tempfail postpones the attempt ``attempt.retry_in`` seconds (default 60; the plugin may
+    set it) without counting it as a failed try and without telling the sender anything.
+    """
+
+
+@hookspec
+def gomail_route(attempt: Attempt, options: dict, app: App) -> Verdict | None:
+    """Decide where the attempt goes, before the MX look-up.
+
+    ``attempt.smarthost`` holds the configured smarthost for the domain (or None) and
+    ``attempt.mx`` is None (look up the domain's MX records). A plugin may set either: a
+    :class:`~gomail.config.Smarthost` to relay through, or a list of
+    :class:`~gomail.dns.MXHost` to try in order instead of the MX records.
+    """
+
+
+@hookspec
+def gomail_tls_policy(
+    attempt: Attempt, mx: MXHost, policy: TLSPolicy, options: dict, app: App
+) -> Verdict | None:
+    """Before connecting to MX host ``mx`` (not for a smarthost, whose TLS is configured).
+
+    ``policy`` starts opportunistic; a plugin tightens it (``policy.require(name)``,
+    ``policy.add_check(name, check)``, see :class:`~gomail.delivery.policy.TLSPolicy`). A
+    tempfail or reject skips this host (as MTA-STS does for a host outside the policy): the
+    next host is tried, and when none is left the attempt is deferred with the verdict's text.
     """
 
 

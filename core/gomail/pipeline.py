@@ -12,6 +12,12 @@ A pipeline file has two parts::
         data:    [{example.header: {value: hi, timeout: 5, on_error: continue}}]
         deliver: [mailbox, queue]
 
+and an optional third, the outbound queue's stages (run for each delivery attempt)::
+
+    outbound:
+      throttle:   [{throttle: {per_minute: 120}}]
+      tls_policy: [dane, mta-sts]
+
 A stage lists plugin uses, each a name or a one-key mapping ``{name: {options}}``. Options are
 checked against what the plugin declares; ``timeout`` (seconds) and ``on_error``
 (``tempfail``, ``reject`` or ``continue``) belong to the engine.
@@ -29,7 +35,7 @@ from typing import Any
 
 import pluggy
 
-from gomail.hookspecs import STAGES
+from gomail.hookspecs import OUTBOUND_STAGES, STAGES
 from gomail.options import Option
 from gomail.plugins import PluginError, PluginManager
 from gomail.verdict import CONTINUE, Action, Verdict
@@ -94,6 +100,7 @@ class PipelineSet:
     path: Path
     listeners: dict[str, Listener]
     pipelines: dict[str, Pipeline]
+    outbound: Pipeline = field(default_factory=lambda: Pipeline("outbound"))
 
     def describe(self) -> str:
         """The effective configuration, for ``gomail pipeline check``."""
@@ -110,13 +117,25 @@ class PipelineSet:
                 uses = p.uses(stage)
                 if not uses:
                     continue
-                parts = []
-                for u in uses:
-                    opts = ", ".join(f"{k}={v!r}" for k, v in u.options.items())
-                    extra = f" timeout={u.timeout:g}s on_error={u.on_error}"
-                    parts.append(f"{u.name}({opts}){extra}" if opts else f"{u.name}{extra}")
+                parts = _describe_uses(uses)
                 out.append(f"    {stage}: " + "; ".join(parts))
+        if self.outbound.stages:
+            out.append("outbound:")
+            for stage in OUTBOUND_STAGES:
+                if self.outbound.uses(stage):
+                    out.append(
+                        f"  {stage}: " + "; ".join(_describe_uses(self.outbound.uses(stage)))
+                    )
         return "\n".join(out)
+
+
+def _describe_uses(uses: list[PluginUse]) -> list[str]:
+    parts = []
+    for u in uses:
+        opts = ", ".join(f"{k}={v!r}" for k, v in u.options.items())
+        extra = f" timeout={u.timeout:g}s on_error={u.on_error}"
+        parts.append(f"{u.name}({opts}){extra}" if opts else f"{u.name}{extra}")
+    return parts
 
 
 def load_pipelines(path: Path, plugins: PluginManager, default_timeout: float) -> PipelineSet:
@@ -129,8 +148,10 @@ def load_pipelines(path: Path, plugins: PluginManager, default_timeout: float) -
     if not isinstance(doc, LineDict):
         raise fail(line_of(doc), "expected a mapping with 'listeners' and 'pipelines'")
     for key in doc:
-        if key not in ("listeners", "pipelines"):
-            raise fail(line_of(doc, key), f"unknown key {key!r} (expected listeners, pipelines)")
+        if key not in ("listeners", "pipelines", "outbound"):
+            raise fail(
+                line_of(doc, key), f"unknown key {key!r} (expected listeners, pipelines, outbound)"
+            )
     raw_pipes = doc.get("pipelines") or LineDict()
     if not isinstance(raw_pipes, dict):
         raise fail(line_of(doc, "pipelines"), "'pipelines' must be a mapping of name to stages")
@@ -147,7 +168,11 @@ def load_pipelines(path: Path, plugins: PluginManager, default_timeout: float) -
         listeners[str(lname)] = _load_listener(
             str(lname), spec, line_of(raw_listeners, lname), pipelines, fail
         )
-    return PipelineSet(path, listeners, pipelines)
+    outbound = _load_pipeline(
+        "outbound", doc.get("outbound"), line_of(doc, "outbound"), plugins, default_timeout, fail,
+        OUTBOUND_STAGES,
+    )  # fmt: skip
+    return PipelineSet(path, listeners, pipelines, outbound)
 
 
 def _load_listener(name, spec, line, pipelines, fail) -> Listener:
@@ -188,7 +213,9 @@ def _load_listener(name, spec, line, pipelines, fail) -> Listener:
     )
 
 
-def _load_pipeline(name, stages, line, plugins, default_timeout, fail) -> Pipeline:
+def _load_pipeline(
+    name, stages, line, plugins, default_timeout, fail, allowed: tuple[str, ...] = STAGES
+) -> Pipeline:
     pipe = Pipeline(name)
     if stages is None:
         return pipe
@@ -196,8 +223,8 @@ def _load_pipeline(name, stages, line, plugins, default_timeout, fail) -> Pipeli
         raise fail(line, f"pipeline {name}: expected a mapping of stage to plugin list")
     for stage, uses in stages.items():
         sline = line_of(stages, stage)
-        if stage not in STAGES:
-            raise fail(sline, f"pipeline {name}: unknown stage {stage!r} ({', '.join(STAGES)})")
+        if stage not in allowed:
+            raise fail(sline, f"pipeline {name}: unknown stage {stage!r} ({', '.join(allowed)})")
         if uses is None:
             uses = LineList()
         if not isinstance(uses, list):

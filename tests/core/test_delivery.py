@@ -8,7 +8,6 @@ Destination MX servers listen on 127.0.0.2, 127.0.0.3 … on one port (``deliver
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from gomail.plugins import PluginManager
 from gomail.store import Delivery, LocalDelivery
 from gomail.store.sqlite import SqliteStore
 from knotbed import Knot, requires_knot
+from mxbed import Sink, free_port_on
 
 pytestmark = requires_knot
 
@@ -30,55 +30,6 @@ ZONES = {
     "nullmx.test": "@ MX 0 .\n",
     "down.test": "@ MX 10 dead\ndead A 127.0.0.4\n",
 }
-
-
-def free_port_on(hosts: list[str]) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for h in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((h, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
-
-
-class Sink:
-    """An aiosmtpd handler that keeps what it receives and answers as told."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.rcpt_replies: dict[str, str] = {}  # recipient -> reply instead of 250
-        self.data_replies: list[str] = []  # replies to DATA, used up one by one
-        self.hide: set[str] = set()  # EHLO keywords not to advertise ("8BITMIME", "SMTPUTF8")
-        self.mail_options: list[list[str]] = []  # each transaction's MAIL FROM parameters
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):
-        session.host_name = hostname
-        return [r for r in responses if r[4:].split(" ")[0].upper() not in self.hide]
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        self.mail_options.append(list(mail_options))
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.rcpt_replies.get(address)
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.data_replies:
-            return self.data_replies.pop(0)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 2.0.0 OK taken"
 
 
 @pytest.fixture(scope="module")

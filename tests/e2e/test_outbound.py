@@ -8,43 +8,18 @@ in for the remote MX. The server under test polls its queue every fraction of a 
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 from aiosmtpd.controller import Controller
 from knotbed import Knot, requires_knot
+from mxbed import Sink, free_port_on
 
 pytestmark = requires_knot
 
 MX_IP = "127.0.0.2"
 ZONES = {"remote.test": "@ MX 10 mx\nmx A 127.0.0.2\n"}
 WAIT = 15.0  # seconds, the most any delivery may take here
-
-
-def free_port_on(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class Sink:
-    """Records what it receives; answers RCPT as told (rcpt_replies), else accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.rcpt_replies: dict[str, str] = {}
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.rcpt_replies.get(address)
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 2.0.0 OK taken"
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,11 @@ take STARTTLS when offered with a context that does not verify (opportunistic TL
 certificate is still better than plaintext; DANE and MTA-STS are for plugins to enforce), and
 call ``mail``/``rcpt``/``data`` ourselves so that each recipient's answer is known.
 
+An outbound TLS policy (:class:`~gomail.delivery.policy.TLSPolicy`, set by the tls_policy
+stage's plugins) can make TLS mandatory for a host (no STARTTLS, or a failed handshake, then
+skips the host instead of falling back to plaintext) and judge the certificate chain after the
+handshake; a failed check ends the session before MAIL FROM.
+
 Through a smarthost (:class:`Relay`) TLS is not opportunistic but as configured: STARTTLS
 required (no fallback to plaintext), implicit TLS, or none; the certificate is verified against
 the smarthost's name unless ``tls_verify: false``; then AUTH with the configured user.
@@ -20,12 +25,24 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from gomail.delivery.policy import TLSPolicy, peer_tls
+
 Reply = tuple[int, str]  # (code, "5.1.1 text ...")
 
 
 class TryNext(Exception):
     """Nothing was decided for any recipient (connection refused, greeting or EHLO refused,
-    MAIL FROM answered 4xx, time-out before MAIL): the next address or MX may do better."""
+    MAIL FROM answered 4xx, time-out before MAIL): the next address or MX may do better.
+    ``enhanced`` is the status code a deferral for this reason carries."""
+
+    enhanced = "4.4.1"
+
+
+class PolicyFailed(TryNext):
+    """The TLS policy was not met (TLS required but missing or failed, or a certificate check
+    failed): the next host may do better; never plaintext to this one."""
+
+    enhanced = "4.7.5"
 
 
 class TLSFailed(TryNext):
@@ -89,12 +106,14 @@ async def send(
     tls: ssl.SSLContext | None,
     record: Callable[[dict[str, Reply]], Awaitable[None]],
     relay: Relay | None = None,
+    policy: TLSPolicy | None = None,
 ) -> None:
     """Offer the message to one server. Once MAIL FROM is answered, every recipient gets a
     reply (the server's, or a made-up 4xx when the connection breaks) and record(replies) is
     awaited exactly once, before QUIT, so that a 250 is stored before anything else happens.
     Before that point, TryNext (or TLSFailed, or AuthFailed) and record is not called.
-    With relay, TLS and AUTH are done as it says, and tls is not used."""
+    With relay, TLS and AUTH are done as it says, and tls is not used. With a policy that
+    requires TLS, PolicyFailed instead of TLSFailed (no plaintext retry)."""
     where = f"{host}[{ip}]"
     implicit = relay is not None and relay.tls == "implicit"
     sock = None
@@ -139,8 +158,24 @@ async def send(
                         server_hostname=host, tls_context=tls, timeout=timeouts.command
                     )
                 except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
+                    if policy is not None and policy.required:
+                        raise PolicyFailed(
+                            f"STARTTLS with {where} failed ({exc}); TLS is required by "
+                            f"{', '.join(policy.required_by)}"
+                        ) from None
                     raise TLSFailed(f"STARTTLS with {where} failed: {exc}") from None
+                if policy is not None and policy.checks:
+                    ssl_object = client.get_transport_info("ssl_object")
+                    problem = policy.judge(peer_tls(ssl_object, host, ip))
+                    if problem:
+                        await _quit(client, timeouts)
+                        raise PolicyFailed(f"TLS with {where} refused: {problem}")
                 await client.ehlo(timeout=timeouts.command)
+            elif policy is not None and policy.required:
+                raise PolicyFailed(
+                    f"{where} does not offer STARTTLS; TLS is required by "
+                    f"{', '.join(policy.required_by)}"
+                )
             options, refused = mail_parameters(client, sender, recipients, message, where)
             if len(refused) == len(recipients):
                 await record(refused)

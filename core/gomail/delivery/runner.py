@@ -45,13 +45,17 @@ from gomail.delivery.client import (
     send,
 )
 from gomail.delivery.dsn import Failure, build_dsn
+from gomail.delivery.policy import Attempt, TLSPolicy
 from gomail.dns import DNSError, NoSuchDomain, NullMX, PermanentDNSError
-from gomail.events import EMAIL_BOUNCED, EMAIL_DEFERRED, EMAIL_SENT
+from gomail.events import EMAIL_BOUNCED, EMAIL_DEFERRED, EMAIL_FAILED, EMAIL_SENT
+from gomail.pipeline import Pipeline, run_stage
 from gomail.store import Delivery, NoSuchMessage, QueueEntry
+from gomail.verdict import CONTINUE, Action, Verdict
 
 log = logging.getLogger("gomail.delivery")
 
 
+_NO_PIPELINE = Pipeline("outbound")
 BATCH = 1000  # entries read from the queue per pass
 
 _RETURN_PATH = re.compile(rb"\AReturn-Path:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*", re.IGNORECASE)
@@ -66,6 +70,10 @@ def strip_return_path(raw: bytes) -> bytes:
 def _null_sender(sender: str) -> bool:
     """A DSN's sender (null, or MAILER-DAEMON): never sent a DSN."""
     return not sender or sender.lower().startswith("mailer-daemon@")
+
+
+def _text(v: Verdict) -> str:
+    return f"{v.code} {v.enhanced} {v.text}" + (f" ({v.plugin})" if v.plugin else "")
 
 
 def domain_of(address: str) -> str:
@@ -187,31 +195,64 @@ class QueueRunner:
                 self._domains[domain] = (sem, users - 1)
 
     async def _attempt(self, domain: str, group: list[QueueEntry], now: float) -> None:
-        stored = await self.app.store.queue_message(group[0].id)
-        message = strip_return_path(stored)
-        if not message.endswith(b"\r\n"):
-            message += b"\r\n"
-        smarthost = self.smarthost_for(domain)
-        if smarthost is not None:
-            await self._via_smarthost(smarthost, group, message, now)
+        first = group[0]
+        attempt = Attempt(
+            queue_id=first.queue_id,
+            sender=first.sender,
+            domain=domain,
+            recipients=[e.recipient for e in group],
+            size=first.size,
+            attempts=min(e.attempts for e in group),
+            created=first.created,
+            smarthost=self.smarthost_for(domain),
+        )
+        outbound = self._outbound()
+        if outbound.stages:
+            v = await self._stage("throttle", attempt)
+            if v.action is Action.TEMPFAIL:
+                await self._postpone(group, now + attempt.retry_in, _text(v))
+                return
+            if v.action is Action.REJECT:
+                await self._fail(group, _text(v), await self._message(first))
+                return
+            v = await self._stage("route", attempt)
+            if v.is_failure:
+                if v.action is Action.REJECT:
+                    await self._fail(group, _text(v), await self._message(first))
+                else:
+                    await self._defer(group, _text(v), now)
+                return
+        message = await self._message(first)
+        if attempt.smarthost is not None:
+            await self._via_smarthost(attempt.smarthost, group, message, now)
             return
         dns = self.app.dns
-        try:
-            mxs = await dns.mx(domain)
-        except NullMX:
-            await self._fail(group, "556 5.1.10 Recipient domain has a null MX (RFC 7505)", message)
-            return
-        except NoSuchDomain:
-            await self._fail(group, f"550 5.1.2 Domain {domain} does not exist", message)
-            return
-        except PermanentDNSError as exc:
-            await self._fail(group, f"550 5.1.2 {exc}", message)
-            return
-        except DNSError as exc:
-            await self._defer(group, f"451 4.4.3 DNS look-up of {domain} failed: {exc}", now)
-            return
+        mxs = attempt.mx
+        if mxs is None:
+            try:
+                mxs = await dns.mx(domain)
+            except NullMX:
+                reply = "556 5.1.10 Recipient domain has a null MX (RFC 7505)"
+                await self._fail(group, reply, message)
+                return
+            except NoSuchDomain:
+                await self._fail(group, f"550 5.1.2 Domain {domain} does not exist", message)
+                return
+            except PermanentDNSError as exc:
+                await self._fail(group, f"550 5.1.2 {exc}", message)
+                return
+            except DNSError as exc:
+                await self._defer(group, f"451 4.4.3 DNS look-up of {domain} failed: {exc}", now)
+                return
         last = f"451 4.4.1 No mail exchanger of {domain} could be reached"
         for mx in mxs:
+            policy = TLSPolicy(domain, mx.host)
+            if outbound.uses("tls_policy"):
+                v = await self._stage("tls_policy", attempt, mx=mx, policy=policy)
+                if v.is_failure:
+                    last = f"451 {v.enhanced.replace('5.', '4.', 1)} {mx.host}: {v.text}"
+                    log.info("queue %s: %s skipped: %s", first.queue_id, mx.host, _text(v))
+                    continue
             try:
                 addresses = await dns.addresses(mx.host)
             except DNSError as exc:
@@ -219,12 +260,30 @@ class QueueRunner:
                 continue
             for ip in addresses:
                 try:
-                    await self._session(ip, mx.host, group, message, now)
+                    await self._session(ip, mx.host, group, message, now, policy=policy)
                     return
                 except TryNext as exc:
-                    last = f"451 4.4.1 {exc}"
-                    log.info("queue %s: %s", group[0].queue_id, exc)
+                    last = f"451 {exc.enhanced} {exc}"
+                    log.info("queue %s: %s", first.queue_id, exc)
         await self._defer(group, last, now)
+
+    def _outbound(self) -> Pipeline:
+        pipes = self.app.pipelines  # None for an App made without pipelines (tools, tests)
+        return pipes.outbound if pipes is not None else _NO_PIPELINE
+
+    async def _stage(self, stage: str, attempt: Attempt, **args) -> Verdict:
+        uses = self._outbound().uses(stage)
+        if not uses:
+            return CONTINUE
+        return await run_stage(
+            uses, {"attempt": attempt, "app": self.app, **args}, attempt.queue_id
+        )
+
+    async def _message(self, entry: QueueEntry) -> bytes:
+        message = strip_return_path(await self.app.store.queue_message(entry.id))
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
+        return message
 
     async def _via_smarthost(
         self, smarthost: Smarthost, group: list[QueueEntry], message: bytes, now: float
@@ -249,7 +308,7 @@ class QueueRunner:
                 log.error("queue %s: %s (check delivery.smarthost)", group[0].queue_id, exc)
                 break  # the other addresses would refuse the same credentials
             except TryNext as exc:
-                last = f"451 4.4.1 {exc}"
+                last = f"451 {exc.enhanced} {exc}"
                 log.info("queue %s: %s", group[0].queue_id, exc)
         await self._defer(group, last, now)
 
@@ -262,6 +321,7 @@ class QueueRunner:
         now: float,
         port: int | None = None,
         relay: Relay | None = None,
+        policy: TLSPolicy | None = None,
     ) -> None:
         cfg = self.app.config
         by_rcpt = {e.recipient: e for e in group}
@@ -285,8 +345,8 @@ class QueueRunner:
             await send(tls=None, relay=relay, **kwargs)
             return
         try:
-            await send(tls=self._tls, **kwargs)
-        except TLSFailed as exc:
+            await send(tls=self._tls, policy=policy, **kwargs)
+        except TLSFailed as exc:  # never raised when the policy requires TLS
             log.info("queue %s: %s; trying without TLS", group[0].queue_id, exc)
             await send(tls=None, **kwargs)
 
@@ -365,13 +425,27 @@ class QueueRunner:
             text = f"{error} (gave up after {days:g} days)"
             # the message bytes are read again: the caller may not have them (DNS failure)
             stored = await self.app.store.queue_message(expired[0].id)
-            await self._bounce([(e, text) for e in expired], strip_return_path(stored))
+            await self._bounce(
+                [(e, text) for e in expired], strip_return_path(stored), event=EMAIL_FAILED
+            )
+
+    async def _postpone(self, entries: list[QueueEntry], nxt: float, why: str) -> None:
+        await self.app.store.queue_postpone([e.id for e in entries], nxt)
+        log.info(
+            "queue %s: %s postponed until %s: %s", entries[0].queue_id,
+            ", ".join(e.recipient for e in entries), time.ctime(nxt), why,
+        )  # fmt: skip
 
     async def _fail(self, entries: list[QueueEntry], reply: str, message: bytes) -> None:
-        await self._bounce([(e, reply) for e in entries], message)
+        """We give up on these recipients ourselves (not the far side's 5xx): email.failed."""
+        await self._bounce([(e, reply) for e in entries], message, event=EMAIL_FAILED)
 
     async def _bounce(
-        self, failed: list[tuple[QueueEntry, str]], message: bytes, remote: str | None = None
+        self,
+        failed: list[tuple[QueueEntry, str]],
+        message: bytes,
+        remote: str | None = None,
+        event: str = EMAIL_BOUNCED,
     ) -> None:
         first = failed[0][0]
         dsn = await self._dsn(failed, message, remote)
@@ -382,7 +456,7 @@ class QueueRunner:
             "" if dsn else " (null sender: no DSN)",
         )  # fmt: skip
         self.app.emit(
-            EMAIL_BOUNCED, queue_id=first.queue_id, recipients=[e.recipient for e, _t in failed],
+            event, queue_id=first.queue_id, recipients=[e.recipient for e, _t in failed],
             error=error, dsn=dsn is not None,
         )  # fmt: skip
 

@@ -597,6 +597,10 @@ class Store(ABC):
         notice is dropped: one notice per transaction)."""
 
     @abstractmethod
+    async def queue_postpone(self, ids: Iterable[str | int], next_attempt: float) -> None:
+        """Not now (a throttle): next try at next_attempt; no attempt counted, no error kept."""
+
+    @abstractmethod
     async def queue_bounce(
         self, ids: Iterable[str | int], error: str, dsn: Delivery | None = None
     ) -> None:

@@ -1883,6 +1883,15 @@ class SqliteStore(Store):
         if keys:
             await self._write(job)
 
+    async def queue_postpone(self, ids: Iterable[str | int], next_attempt: float) -> None:
+        keys = [(next_attempt, int(i)) for i in ids]
+        if keys:
+            await self._write(
+                lambda conn: conn.executemany(
+                    "UPDATE queue SET next_attempt = ? WHERE id = ?", keys
+                )
+            )
+
     async def queue_bounce(
         self, ids: Iterable[str | int], error: str, dsn: Delivery | None = None
     ) -> None:
