@@ -679,3 +679,24 @@ async def test_backup_refuses_a_file(store: SqliteStore, tmp_path: Path):
     target.write_text("x")
     with pytest.raises(StoreError):
         await store.backup(target)
+
+
+async def test_plugin_data_round_trip_expiry_and_restart(tmp_path: Path):
+    s = SqliteStore(tmp_path / "data")
+    await s.open()
+    assert await s.plugin_get("mta-sts", "example.org") is None
+    await s.plugin_put("mta-sts", "example.org", "v1", expires=2000.0)
+    await s.plugin_put("mta-sts", "example.org", "v2", expires=3000.0)  # replaces
+    await s.plugin_put("other", "example.org", "theirs")
+    assert await s.plugin_get("mta-sts", "example.org", now=2500.0) == "v2"
+    assert await s.plugin_get("mta-sts", "example.org", now=3000.0) is None  # expired
+    await s.close()
+    s = SqliteStore(tmp_path / "data")
+    await s.open()
+    try:
+        assert await s.plugin_get("other", "example.org") == "theirs"  # durable, no expiry
+        await s.plugin_delete("other", "example.org")
+        assert await s.plugin_get("other", "example.org") is None
+        assert await s.plugin_get("mta-sts", "example.org", now=2500.0) == "v2"
+    finally:
+        await s.close()

@@ -596,6 +596,22 @@ class Store(ABC):
         the same transaction, unless an entry of the transaction was already notified (then
         notice is dropped: one notice per transaction)."""
 
+    # --- plugin data ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def plugin_get(self, namespace: str, key: str, now: float | None = None) -> str | None:
+        """The value a plugin stored under (namespace, key), None when absent or expired."""
+
+    @abstractmethod
+    async def plugin_put(
+        self, namespace: str, key: str, value: str, expires: float | None = None
+    ) -> None:
+        """Store (or replace) a plugin's value, durably; expires is a Unix time or None."""
+
+    @abstractmethod
+    async def plugin_delete(self, namespace: str, key: str) -> None:
+        """Forget a plugin's value (nothing happens when there is none)."""
+
     @abstractmethod
     async def queue_postpone(self, ids: Iterable[str | int], next_attempt: float) -> None:
         """Not now (a throttle): next try at next_attempt; no attempt counted, no error kept."""

@@ -1883,6 +1883,40 @@ class SqliteStore(Store):
         if keys:
             await self._write(job)
 
+    # --- plugin data ----------------------------------------------------------------------
+
+    async def plugin_get(self, namespace: str, key: str, now: float | None = None) -> str | None:
+        when = time.time() if now is None else now
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM plugin_data WHERE namespace = ? AND key = ?"
+                " AND (expires IS NULL OR expires > ?)",
+                (namespace, key, when),
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._lookup(read)
+
+    async def plugin_put(
+        self, namespace: str, key: str, value: str, expires: float | None = None
+    ) -> None:
+        row = (namespace, key, value, time.time(), expires)
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO plugin_data (namespace, key, value, updated, expires)"
+                " VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def plugin_delete(self, namespace: str, key: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM plugin_data WHERE namespace = ? AND key = ?", (namespace, key)
+            )
+        )
+
     async def queue_postpone(self, ids: Iterable[str | int], next_attempt: float) -> None:
         keys = [(next_attempt, int(i)) for i in ids]
         if keys:
