@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gomail.address import normalize_domain
 from gomail.yamlfile import ConfigError, LineDict, line_of, load_yaml
 
 STOCK_PIPELINE = "default.yaml"
@@ -29,6 +30,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "login_window": (int, float),
     "dns": (dict,),
     "delivery": (dict,),
+    "srs": (dict,),
 }
 
 # dns: {key: types}
@@ -63,6 +65,12 @@ _SMARTHOST_KEYS: dict[str, tuple[type, ...]] = {
     "password_file": (str,),
 }
 SMARTHOST_TLS = ("starttls", "implicit", "none")
+# srs: {key: types} (gomail.srs)
+_SRS_KEYS: dict[str, tuple[type, ...]] = {
+    "secret_file": (str,),
+    "domain": (str,),
+    "max_age_days": (int,),
+}
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,12 @@ class Config:
     # A client address with this many failed logins within login_window seconds is locked out.
     login_max_failures: int = 10
     login_window: float = 900.0
+    # SRS for forwarded mail (gomail.srs): the secrets file (one a line, the first signs;
+    # None: data/srs.secret, made on first start), the domain of the rewritten senders (None:
+    # the forwarding alias's own domain) and how many days a bounce address stays valid.
+    srs_secret_file: Path | None = None
+    srs_domain: str | None = None
+    srs_max_age_days: int = 21
 
     @property
     def tls_dir(self) -> Path:
@@ -223,6 +237,8 @@ def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDic
         _set_dns(cfg, value, where)
     elif key == "delivery":
         _set_delivery(cfg, value, where, base)
+    elif key == "srs":
+        _set_srs(cfg, value, where, base)
     else:
         setattr(cfg, key, value)
 
@@ -232,7 +248,7 @@ def _check_keys(value: dict, known: dict, where: str, section: str) -> None:
         if key not in known:
             names = ", ".join(sorted(known))
             raise ConfigError(f"{where}: unknown setting {section}.{key} (known: {names})")
-        types = known[key] if section == "dns" else known[key][1]
+        types = known[key] if section in ("dns", "srs") else known[key][1]
         if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
             raise ConfigError(
                 f"{where}: {section}.{key} has the wrong type ({type(item).__name__})"
@@ -256,6 +272,25 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
         cfg.dns_timeout = float(value["timeout"])
     if "cache" in value:
         cfg.dns_cache = value["cache"]
+
+
+def _set_srs(cfg: Config, value: dict, where: str, base: Path) -> None:
+    _check_keys(value, _SRS_KEYS, where, "srs")
+    if "secret_file" in value:
+        if not value["secret_file"].strip():
+            raise ConfigError(f"{where}: srs.secret_file is a file name")
+        cfg.srs_secret_file = base / value["secret_file"]
+    if "domain" in value:
+        try:
+            cfg.srs_domain = normalize_domain(value["domain"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: srs.domain: {exc}") from None
+    if "max_age_days" in value:
+        days = value["max_age_days"]
+        # The timestamp counts days modulo 1024 (two base32 characters).
+        if not 0 < days < 1024:
+            raise ConfigError(f"{where}: srs.max_age_days must be between 1 and 1023")
+        cfg.srs_max_age_days = days
 
 
 def _set_delivery(cfg: Config, value: dict, where: str, base: Path = Path(".")) -> None:

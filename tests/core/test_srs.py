@@ -1,0 +1,273 @@
+"""gomail.srs: SRS0/SRS1 rewriting and its reversal, and the server's secret file.
+
+The expected addresses were made with Mail::SRS (Shevek's reference implementation, Debian's
+``srs`` command: ``srs --secret=s3cret --forward --alias=us.example ADDRESS``) on day 302 of
+its 1024-day cycle (timestamp ``JO``), so the format and the hash are the de-facto ones.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from gomail import srs as srsmod
+from gomail.config import Config, load_config
+from gomail.srs import SRS, BadHash, Expired, MalformedSRS
+from gomail.yamlfile import ConfigError
+
+DAY = 86400
+TODAY = (20 * 1024 + 302) * DAY + 3600  # a day whose timestamp is "JO"
+SECRET = b"s3cret"
+
+
+def make(secrets=(SECRET,), now: float = TODAY, **kw) -> SRS:
+    return SRS(list(secrets), clock=lambda: now, **kw)
+
+
+# --- the format, as Mail::SRS writes it ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ("alice@example.com", "SRS0=dYLf=JO=example.com=alice@us.example"),
+        ("Bob.Smith@Example.COM", "SRS0=y6+9=JO=Example.COM=Bob.Smith@us.example"),
+        # another forwarder's SRS0: wrapped in SRS1, bounces go back to it
+        ("SRS0=abcd=TT=x.org=bob@hop1.net", "SRS1=guDl=hop1.net==abcd=TT=x.org=bob@us.example"),
+        # an SRS1: re-signed by us, the first hop and its part kept
+        (
+            "SRS1=wxyz=hop1.net==abcd=TT=x.org=bob@hop2.net",
+            "SRS1=guDl=hop1.net==abcd=TT=x.org=bob@us.example",
+        ),
+    ],
+)
+def test_forward_matches_the_reference_implementation(sender, expected):
+    assert make().forward(sender, "us.example") == expected
+
+
+def test_round_trip_srs0():
+    s = make()
+    address = s.forward("alice@example.com", "us.example")
+    assert address.startswith("SRS0=") and address.endswith("@us.example")
+    assert s.reverse(address) == "alice@example.com"
+
+
+def test_srs1_of_srs0_reverses_to_the_first_hops_address():
+    hop1 = make(secrets=[b"hop1-secret"])
+    us = make()
+    first = hop1.forward("alice@example.com", "hop1.net")
+    second = us.forward(first, "us.example")
+    assert second.startswith("SRS1=") and second.endswith("@us.example")
+    # A bounce to us goes to hop1's SRS0 address unchanged, which hop1 then unwraps.
+    assert us.reverse(second) == first
+    assert hop1.reverse(us.reverse(second)) == "alice@example.com"
+    # Our secret does not verify hop1's SRS0: it is not ours.
+    with pytest.raises(BadHash):
+        us.reverse(first)
+
+
+def test_srs1_resigned_by_a_third_hop_still_goes_back_to_the_first():
+    hop1, hop2, hop3 = make([b"one"]), make([b"two"]), make([b"three"])
+    srs0 = hop1.forward("alice@example.com", "hop1.net")
+    srs1 = hop2.forward(srs0, "hop2.net")
+    again = hop3.forward(srs1, "hop3.net")
+    assert again.endswith("@hop3.net") and "=hop1.net=" in again
+    assert hop3.reverse(again) == srs0
+    with pytest.raises(BadHash):
+        hop2.reverse(again)  # hop3's hash, not hop2's
+
+
+def test_hash_and_tag_compare_case_insensitively():
+    s = make()
+    address = s.forward("alice@example.com", "us.example")
+    local, domain = address.split("@")
+    assert s.reverse(local.lower() + "@" + domain) == "alice@example.com"
+    assert s.reverse(local.upper() + "@" + domain.upper()) == "ALICE@example.com"
+    srs1 = s.forward("SRS0=abcd=TT=x.org=bob@hop1.net", "us.example")
+    assert s.reverse(srs1.swapcase()) == "SRS0=ABCD=tt=X.ORG=BOB@hop1.net"
+
+
+def test_other_separators_are_parsed():
+    s = make()
+    local = s.forward("alice@example.com", "us.example").split("@")[0]
+    for sep in "+-":
+        assert s.reverse(f"SRS0{sep}{local[5:]}@us.example") == "alice@example.com"
+
+
+def test_wrong_hash_is_refused():
+    s = make()
+    address = s.forward("alice@example.com", "us.example")
+    forged = address.replace("=alice@", "=mallory@")
+    with pytest.raises(BadHash):
+        s.reverse(forged)
+    with pytest.raises(BadHash):
+        s.reverse("SRS0=AAAA=JO=example.com=alice@us.example")
+
+
+def test_a_short_hash_is_refused_even_when_it_is_a_prefix():
+    s = make()
+    good = s.forward("alice@example.com", "us.example")  # SRS0=dYLf=...
+    hash4 = good.split("=")[1]
+    for n in (1, 2, 3):
+        with pytest.raises(BadHash):
+            s.reverse(good.replace(f"={hash4}=", f"={hash4[:n]}=", 1))
+    with pytest.raises(BadHash):
+        s.reverse(good.replace(f"={hash4}=", f"={hash4}x=", 1))
+
+
+def test_expired_timestamp_is_refused():
+    address = make(now=TODAY).forward("alice@example.com", "us.example")
+    assert make(now=TODAY + 21 * DAY).reverse(address) == "alice@example.com"
+    with pytest.raises(Expired):
+        make(now=TODAY + 22 * DAY).reverse(address)
+    # max_age_days is configurable
+    assert make(now=TODAY + 40 * DAY, max_age_days=45).reverse(address) == "alice@example.com"
+    with pytest.raises(Expired):
+        make(now=TODAY + 3 * DAY, max_age_days=2).reverse(address)
+
+
+def test_timestamp_from_the_future_is_refused():
+    address = make(now=TODAY + DAY).forward("alice@example.com", "us.example")
+    with pytest.raises(Expired):
+        make(now=TODAY).reverse(address)
+
+
+def test_timestamp_wraps_around_the_1024_day_cycle():
+    last = (21 * 1024 - 1) * DAY  # the last day of a cycle: timestamp "77"
+    address = make(now=last).forward("alice@example.com", "us.example")
+    assert "=77=" in address
+    assert make(now=last + 2 * DAY).reverse(address) == "alice@example.com"
+
+
+def test_rotated_secret_still_verifies_and_the_first_signs():
+    old = make([b"old"]).forward("alice@example.com", "us.example")
+    rotated = make([b"new", b"old"])
+    assert rotated.reverse(old) == "alice@example.com"
+    new = rotated.forward("alice@example.com", "us.example")
+    assert new != old
+    assert make([b"new"]).reverse(new) == "alice@example.com"
+    with pytest.raises(BadHash):
+        make([b"old"]).reverse(new)
+    with pytest.raises(BadHash):
+        make([b"new"]).reverse(old)  # once the old secret is dropped
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "alice@us.example",  # not SRS at all
+        "SRS0=dYLf@us.example",
+        "SRS0=dYLf=JO=example.com@us.example",
+        "SRS0==JO=example.com=alice@us.example",
+        "SRS0=dYLf=JO=example.com=@us.example",
+        "SRS0=dYLf=J=example.com=alice@us.example",  # one-character timestamp
+        "SRS0=dYLf=J1=example.com=alice@us.example",  # '1' is not base32
+        "SRS1=guDl=hop1.net@us.example",
+        "SRS1=guDl=hop1.net=abcd@us.example",  # no separator before the opaque part
+        "SRS2=dYLf=JO=example.com=alice@us.example",
+    ],
+)
+def test_malformed_addresses_are_refused(address):
+    with pytest.raises(MalformedSRS):
+        make().reverse(address)
+
+
+def test_a_bad_domain_inside_a_valid_looking_address_is_refused():
+    s = make()
+    bad = s.forward("alice@exa_mple..com", "us.example")
+    with pytest.raises(MalformedSRS):
+        s.reverse(bad)
+
+
+def test_quoted_local_parts_stay_quoted():
+    s = make()
+    address = s.forward('"john doe"@example.com', "us.example")
+    assert address.startswith('"SRS0=') and address.endswith('=john doe"@us.example')
+    assert s.reverse(address) == '"john doe"@example.com'
+
+
+def test_is_srs():
+    assert srsmod.is_srs("SRS0=x") and srsmod.is_srs("srs1+x") and srsmod.is_srs("Srs0-x")
+    assert not srsmod.is_srs("SRS0") and not srsmod.is_srs("srs0x") and not srsmod.is_srs("bob")
+
+
+def test_needs_a_secret_and_a_sane_age():
+    with pytest.raises(ValueError):
+        SRS([])
+    with pytest.raises(ValueError):
+        SRS([b""])
+    with pytest.raises(ValueError):
+        SRS([SECRET], max_age_days=1024)
+
+
+# --- the server's secret file and settings ------------------------------------------------
+
+
+def test_default_secret_is_made_once_with_mode_0600(tmp_path):
+    cfg = Config(data_dir=tmp_path / "data")
+    first = srsmod.for_config(cfg)
+    path = tmp_path / "data" / "srs.secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    secret = path.read_bytes()
+    assert len(secret.strip()) >= 32
+    address = first.forward("alice@example.com", "us.example")
+    # A later start reads the same secret: what we signed before still verifies.
+    srsmod._cache.clear()
+    assert srsmod.for_config(cfg).reverse(address) == "alice@example.com"
+    assert path.read_bytes() == secret
+    # Another data directory gets another secret.
+    other = srsmod.for_config(Config(data_dir=tmp_path / "other"))
+    with pytest.raises(BadHash):
+        other.reverse(address)
+
+
+def test_secret_file_rotation_is_picked_up_without_a_restart(tmp_path):
+    path = tmp_path / "secrets"
+    path.write_text("old-secret\n")
+    cfg = Config(data_dir=tmp_path / "data", srs_secret_file=path)
+    old = srsmod.for_config(cfg).forward("alice@example.com", "us.example")
+    path.write_text("brand-new-secret\n\nold-secret\n")
+    srs = srsmod.for_config(cfg)
+    assert srs.keys == [b"brand-new-secret", b"old-secret"]
+    assert srs.reverse(old) == "alice@example.com"
+    assert srs.forward("alice@example.com", "us.example") != old
+    assert not (tmp_path / "data" / "srs.secret").exists()  # a configured file is not made
+
+
+def test_a_configured_secret_file_must_exist(tmp_path):
+    cfg = Config(data_dir=tmp_path, srs_secret_file=tmp_path / "missing")
+    with pytest.raises(OSError):
+        srsmod.for_config(cfg)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError):
+        srsmod.for_config(Config(data_dir=tmp_path, srs_secret_file=tmp_path / "empty"))
+
+
+def test_config_file_srs_section(tmp_path):
+    conf = tmp_path / "gomail.yaml"
+    conf.write_text("srs:\n  secret_file: keys/srs\n  domain: Bücher.Example\n  max_age_days: 7\n")
+    cfg = load_config(conf)
+    assert cfg.srs_secret_file == tmp_path / "keys" / "srs"
+    assert cfg.srs_domain == "xn--bcher-kva.example"
+    assert cfg.srs_max_age_days == 7
+    assert srsmod.srs_domain(cfg, "example.org") == "xn--bcher-kva.example"
+    assert srsmod.srs_domain(Config(), "example.org") == "example.org"
+    assert Config().srs_max_age_days == 21
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("srs:\n  max_age_days: 0\n", "between 1 and 1023"),
+        ("srs:\n  max_age_days: 2000\n", "between 1 and 1023"),
+        ("srs:\n  domain: 'not a domain'\n", "srs.domain"),
+        ("srs:\n  secrets: x\n", "unknown setting srs.secrets"),
+        ("srs:\n  max_age_days: '21'\n", "wrong type"),
+    ],
+)
+def test_config_file_srs_errors(tmp_path, text, message):
+    conf = tmp_path / "gomail.yaml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf)
