@@ -1,0 +1,1 @@
+"""gomail plugin dane (being written)."""

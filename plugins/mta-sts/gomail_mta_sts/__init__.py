@@ -1,0 +1,1 @@
+"""gomail plugin mta-sts (being written)."""
