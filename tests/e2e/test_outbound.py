@@ -7,7 +7,9 @@ in for the remote MX. The server under test polls its queue every fraction of a 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -139,3 +141,42 @@ def test_queued_mail_goes_out_without_waiting_for_the_poll(gomail_factory, knot,
         f"nothing reached the MX in 5s; queue: {queue_json(g)}\n{g.log[-3000:]}"
     )
     assert [m[1] for m in sink.messages] == [["bob@remote.test"]]
+
+
+def test_kill9_mid_queue_loses_nothing_and_sends_nothing_twice(g, remote_mx):
+    # Mail to slow* hangs in DATA at the far side; the rest is taken at once. gomail is killed
+    # (-9) once the far side's 250s for the others are recorded, with the slow ones mid-DATA.
+    _port, sink = remote_mx
+    stall = threading.Event()
+    stall.set()
+    taken = sink.handle_DATA
+
+    async def data(server, session, envelope):
+        if any(r.startswith("slow") for r in envelope.rcpt_tos):
+            for _ in range(300):  # bounded: at most 30 s
+                if not stall.is_set():
+                    break
+                await asyncio.sleep(0.1)
+            return "451 4.3.0 not this time"  # the far side never took it
+        return await taken(server, session, envelope)
+
+    sink.handle_DATA = data
+    rcpts = [f"fast{i}@remote.test" for i in range(6)] + ["slow0@remote.test", "slow1@remote.test"]
+    for rcpt in rcpts:
+        _msgid, raw = g.make_message(sender="alice@example.org", to=rcpt, subject=rcpt)
+        with g.submission() as s:
+            assert s.sendmail("alice@example.org", [rcpt], raw) == {}
+
+    def only_slow_left():
+        return sorted(e["recipient"] for e in queue_json(g)) == rcpts[-2:]
+
+    assert g.wait_for(only_slow_left, timeout=WAIT), queue_json(g)
+    g.kill9()
+    stall.clear()
+    sink.handle_DATA = taken
+    g.start()
+    assert g.wait_for(lambda: queue_json(g) == [], timeout=WAIT), (
+        f"{queue_json(g)}\n{g.log[-3000:]}"
+    )
+    delivered = sorted(r for m in sink.messages for r in m[1])
+    assert delivered == sorted(rcpts)  # every one, each exactly once
