@@ -8,6 +8,7 @@ Destination MX servers listen on 127.0.0.2, 127.0.0.3 … on one port (``deliver
 from __future__ import annotations
 
 import asyncio
+import email
 import time
 
 import pytest
@@ -234,10 +235,25 @@ async def test_ascii_message_sends_no_parameters(env):
     assert env.sinks["127.0.0.2"].mail_options == [[]]
 
 
-async def test_8bit_body_without_8bitmime_bounces_5_6_3(env):
+async def test_8bit_body_without_8bitmime_goes_as_quoted_printable(env):
     sink = env.sinks["127.0.0.2"]
     sink.hide = {"8BITMIME"}
     await env.enqueue(["bob@dest.test"], body="Grüße\r\n".encode())
+    await env.runner.run_once()
+    [(_sender, _rcpts, content)] = sink.messages
+    assert sink.mail_options == [[]]  # no BODY=8BITMIME
+    assert content.isascii()
+    parsed = email.message_from_bytes(content)
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    assert parsed.get_payload(decode=True) == "Grüße\r\n".encode()
+    assert await env.store.list_queue() == []
+
+
+async def test_8bit_header_without_8bitmime_bounces_5_6_3(env):
+    sink = env.sinks["127.0.0.2"]
+    sink.hide = {"8BITMIME"}
+    raw = "From: <alice@local.test>\r\nSubject: Grüße\r\n\r\nHi.\r\n".encode()
+    await env.store.deliver(Delivery("Q8", "alice@local.test", raw, outbound=("bob@dest.test",)))
     await env.runner.run_once()
     assert sink.messages == [] and sink.mail_options == []
     assert await env.store.list_queue() == []

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from gomail.delivery.downgrade import to_seven_bit
 from gomail.delivery.policy import TLSPolicy, peer_tls
 
 Reply = tuple[int, str]  # (code, "5.1.1 text ...")
@@ -176,6 +177,9 @@ async def send(
                     f"{where} does not offer STARTTLS; TLS is required by "
                     f"{', '.join(policy.required_by)}"
                 )
+            if not message.isascii() and not client.supports_extension("8bitmime"):
+                # RFC 6152 3: convert to 7 bits for a server without 8BITMIME, or bounce
+                message = await asyncio.to_thread(to_seven_bit, message) or message
             options, refused = mail_parameters(client, sender, recipients, message, where)
             if len(refused) == len(recipients):
                 await record(refused)
@@ -299,8 +303,10 @@ def mail_parameters(
     client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes, where: str
 ) -> tuple[list[str], dict[str, Reply]]:
     """The MAIL FROM parameters this message needs from this server, and the recipients it
-    cannot be sent to there (with our own 5xx): an 8-bit body needs 8BITMIME (RFC 6152; no
-    downgrade to quoted-printable yet, so it bounces with 5.6.3), non-ASCII addresses need
+    cannot be sent to there (with our own 5xx): an 8-bit message needs 8BITMIME (RFC 6152;
+    :func:`send` first converts what it can with :func:`.downgrade.to_seven_bit`, so what is
+    still 8-bit here has 8-bit headers or a structure that cannot be converted safely, and
+    bounces with 5.6.3), non-ASCII addresses need
     SMTPUTF8 (RFC 6531 has no downgrade for addresses: 5.6.7 for those recipients, or for all
     of them when the sender's address is the non-ASCII one)."""
     options: list[str] = []

@@ -15,10 +15,13 @@ literal as is) with TLS as configured and AUTH; the same defer/bounce rules appl
 refused AUTH (535) defers, since it is our configuration that is wrong, not the address.
 
 SMTPUTF8 and BODY=8BITMIME are sent when needed and offered (:func:`.client.mail_parameters`);
-when not offered, the recipients concerned bounce (5.6.7, 5.6.3).
+without 8BITMIME an 8-bit body is converted to quoted-printable or base64
+(:mod:`.downgrade`), and what cannot be converted (8-bit headers) bounces (5.6.3), as do
+non-ASCII addresses for a server without SMTPUTF8 (5.6.7).
 
-Not yet here (issue 5): a 7-bit downgrade (quoted-printable) of 8-bit bodies, SRS,
-the outbound pipeline stages (route, tls_policy, throttle), rate limits.
+The pipeline file's ``outbound:`` stages run for each attempt (:mod:`.policy`,
+:mod:`gomail.hookspecs`): ``throttle`` may postpone it, ``route`` may choose the hosts or a
+smarthost, ``tls_policy`` (per MX host) may require TLS and judge the certificates.
 """
 
 from __future__ import annotations
