@@ -72,19 +72,26 @@ class DeliveryPlan:
     """What the ``deliver`` stage asks the store to make durable, in one atomic commit.
 
     Deliver plugins add to it; the core commits it once (shared with other sessions'
-    commits) and answers 250 only after that.
+    commits) and answers 250 only after that. ``outbound_senders`` holds the envelope sender
+    of a queued copy where it is not the transaction's (the SRS address of forwarded mail);
+    local copies always keep the transaction's sender.
     """
 
     local: list[LocalDelivery] = field(default_factory=list)
     outbound: list[str] = field(default_factory=list)
+    outbound_senders: dict[str, str] = field(default_factory=dict)
 
     def to_mailbox(self, user: str, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
         if not any(d.user == user and d.folder == folder for d in self.local):
             self.local.append(LocalDelivery(user, folder, flags))
 
-    def to_queue(self, address: str) -> None:
+    def to_queue(self, address: str, sender: str | None = None) -> None:
+        """Queue a copy for ``address``, sent with ``sender`` as its envelope sender when
+        given (else the transaction's). The first plugin to queue an address decides it."""
         if address not in self.outbound:
             self.outbound.append(address)
+            if sender is not None:
+                self.outbound_senders[address] = sender
 
     @property
     def empty(self) -> bool:

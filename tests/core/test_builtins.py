@@ -1,7 +1,10 @@
 """The core's own small pipeline pieces: ratelimit, mailbox, queue."""
 
+import types
+
 from gomail.builtins import mailbox, queue
 from gomail.builtins.ratelimit import RateLimit
+from gomail.config import Config
 from gomail.context import Recipient, Session, Transaction
 from gomail.verdict import Action
 
@@ -48,10 +51,19 @@ def _txn(quarantined=False):
     return t
 
 
-async def test_mailbox_and_queue_fill_the_plan_once_per_target():
+class _Domains:
+    async def has_domain(self, domain):
+        return domain == "example.org"
+
+
+def _app(tmp_path):
+    return types.SimpleNamespace(store=_Domains(), config=Config(data_dir=tmp_path))
+
+
+async def test_mailbox_and_queue_fill_the_plan_once_per_target(tmp_path):
     t = _txn()
     await mailbox.gomail_deliver(t, {"folder": "INBOX", "quarantine_folder": "Junk"})
-    await queue.gomail_deliver(t)
+    await queue.gomail_deliver(t, _app(tmp_path))
     assert [(d.user, d.folder) for d in t.plan.local] == [
         ("a@example.org", "INBOX"),
         ("b@example.org", "INBOX"),
@@ -59,10 +71,10 @@ async def test_mailbox_and_queue_fill_the_plan_once_per_target():
     assert t.plan.outbound == ["x@other.example", "y@other.example"]
 
 
-async def test_quarantine_goes_to_junk_and_is_never_relayed():
+async def test_quarantine_goes_to_junk_and_is_never_relayed(tmp_path):
     t = _txn(quarantined=True)
     await mailbox.gomail_deliver(t, {"folder": "INBOX", "quarantine_folder": "Junk"})
-    await queue.gomail_deliver(t)
+    await queue.gomail_deliver(t, _app(tmp_path))
     assert {d.folder for d in t.plan.local} == {"Junk"}
     assert t.plan.outbound == []
 

@@ -7,13 +7,24 @@ its 1024-day cycle (timestamp ``JO``), so the format and the hash are the de-fac
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import smtplib
+import socket
 import stat
+import time
+import types
 
 import pytest
+from gomail import hookimpl
 from gomail import srs as srsmod
+from gomail.builtins import queue, recipients
 from gomail.config import Config, load_config
+from gomail.context import Recipient, Session, Transaction
 from gomail.srs import SRS, BadHash, Expired, MalformedSRS
+from gomail.store import Delivery
+from gomail.verdict import Action, Verdict
 from gomail.yamlfile import ConfigError
 
 DAY = 86400
@@ -271,3 +282,223 @@ def test_config_file_srs_errors(tmp_path, text, message):
     conf.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(conf)
+
+
+# --- the queue plugin: forwarded copies get the SRS sender ----------------------------------
+
+
+class _Domains:
+    """The one store call the queue plugin makes."""
+
+    def __init__(self, *domains: str) -> None:
+        self.domains = set(domains)
+
+    async def has_domain(self, domain: str) -> bool:
+        return domain in self.domains
+
+
+def _app(tmp_path, store=None, **config):
+    return types.SimpleNamespace(
+        store=store or _Domains("example.org", "example.net"),
+        config=Config(data_dir=tmp_path / "data", **config),
+    )
+
+
+def _forwarding_txn(sender: str) -> Transaction:
+    t = Transaction("T1", sender)
+    t.recipients = [
+        Recipient("Fwd@Example.NET", route="local", mailboxes=["a@example.org"],
+                  forward=["x@other.example"]),
+        Recipient("y@third.example", route="relay", forward=["y@third.example"]),
+    ]  # fmt: skip
+    return t
+
+
+async def test_queue_rewrites_forwarded_copies_of_outside_senders(tmp_path):
+    app = _app(tmp_path)
+    t = _forwarding_txn("alice@remote.example")
+    await queue.gomail_deliver(t, app)
+    assert t.plan.outbound == ["x@other.example", "y@third.example"]
+    # The alias's copy is sent from an SRS address of the alias's domain ...
+    rewritten = t.plan.outbound_senders["x@other.example"]
+    assert rewritten.startswith("SRS0=") and rewritten.endswith("@example.net")
+    assert srsmod.for_config(app.config).reverse(rewritten) == "alice@remote.example"
+    # ... the relayed copy keeps its sender.
+    assert "y@third.example" not in t.plan.outbound_senders
+
+
+async def test_queue_uses_the_configured_srs_domain(tmp_path):
+    app = _app(tmp_path, srs_domain="srs.example.org")
+    t = _forwarding_txn("alice@remote.example")
+    await queue.gomail_deliver(t, app)
+    assert t.plan.outbound_senders["x@other.example"].endswith("@srs.example.org")
+
+
+@pytest.mark.parametrize("sender", ["", "bob@example.org", "carol@example.net"])
+async def test_queue_keeps_null_and_local_senders(tmp_path, sender):
+    t = _forwarding_txn(sender)
+    await queue.gomail_deliver(t, _app(tmp_path))
+    assert t.plan.outbound == ["x@other.example", "y@third.example"]
+    assert t.plan.outbound_senders == {}
+
+
+async def test_queue_startup_makes_the_secret(tmp_path):
+    app = _app(tmp_path)
+    await queue.gomail_startup(app)
+    assert (tmp_path / "data" / "srs.secret").is_file()
+
+
+# --- the store writes the queued copy's own sender ------------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path):
+    from gomail.store.sqlite import open_store
+
+    s = open_store(tmp_path / "store", 1 << 20)
+    await s.open()
+    try:
+        for domain in ("example.org", "example.net"):
+            await s.add_domain(domain)
+        await s.add_user("alice@example.org", "$argon2id$v=19$m=65536,t=3,p=4$x", None)
+        await s.add_alias("fwd@example.org", ["alice@example.org", "Out@Other.Example"])
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_store_queues_each_copy_with_its_sender(store):
+    delivery = Delivery(
+        queue_id="Q1",
+        sender="alice@remote.example",
+        raw=b"Subject: x\r\n\r\nx\r\n",
+        outbound=("x@other.example", "y@third.example"),
+        outbound_senders={"x@other.example": "SRS0=abcd=JO=remote.example=alice@example.org"},
+    )
+    await store.deliver(delivery)
+    rows = {e.recipient: e.sender for e in await store.list_queue()}
+    assert rows == {
+        "x@other.example": "SRS0=abcd=JO=remote.example=alice@example.org",
+        "y@third.example": "alice@remote.example",
+    }
+
+
+# --- the recipients plugin: bounces to SRS addresses ----------------------------------------
+
+
+async def _rcpt(app, address: str, sender: str = "") -> tuple[Verdict | None, Recipient]:
+    t = Transaction("T1", sender)
+    r = Recipient(address)
+    s = Session(id="S1", listener="mx", pipeline="inbound", peer_ip="192.0.2.9", peer_port=1)
+    v = await recipients.gomail_rcpt(
+        session=s, transaction=t, recipient=r, options={"plus_separator": "+"}, app=app
+    )
+    return v, r
+
+
+async def test_valid_srs0_bounce_is_forwarded_to_the_original_sender(tmp_path, store):
+    app = _app(tmp_path, store=store)
+    address = srsmod.for_config(app.config).forward("Al%ice@remote.example", "example.org")
+    v, r = await _rcpt(app, address)  # a null sender, unauthenticated, on port 25
+    assert v is None
+    assert (r.route, r.mailboxes, r.forward) == ("local", [], ["Al%ice@remote.example"])
+    # the letter case of the hash and tag does not matter (the local part keeps its own)
+    v, r = await _rcpt(app, address.upper())
+    assert v is None and r.forward == ["AL%ICE@remote.example"]
+
+
+async def test_srs1_bounce_goes_back_to_the_first_hop(tmp_path, store):
+    app = _app(tmp_path, store=store)
+    srs0 = SRS([b"hop1"]).forward("alice@remote.example", "hop1.example")
+    srs1 = srsmod.for_config(app.config).forward(srs0, "example.net")
+    v, r = await _rcpt(app, srs1)
+    assert v is None and r.route == "local" and r.forward == [srs0]
+
+
+async def test_srs_that_unwraps_to_our_domain_is_resolved_there(tmp_path, store):
+    app = _app(tmp_path, store=store)
+    address = srsmod.for_config(app.config).forward("fwd@example.org", "example.net")
+    v, r = await _rcpt(app, address)
+    assert v is None
+    assert (r.mailboxes, r.forward) == (["alice@example.org"], ["out@other.example"])
+
+
+@pytest.mark.parametrize(
+    ("make_address", "text"),
+    [
+        (lambda s: s.forward("alice@remote.example", "example.org").replace("=alice@", "=eve@"),
+         "invalid signature"),
+        (lambda s: "SRS0=AAAA=JO=remote.example=alice@example.org", "invalid signature"),
+        (lambda s: "SRS0=x=remote.example@example.org", "malformed SRS address"),
+        (lambda s: SRS(s.keys, clock=lambda: time.time() - 30 * DAY).forward(
+            "alice@remote.example", "example.org"), "SRS address has expired"),
+    ],
+)  # fmt: skip
+async def test_bad_srs_recipients_get_550(tmp_path, store, caplog, make_address, text):
+    app = _app(tmp_path, store=store)
+    address = make_address(srsmod.for_config(app.config))
+    with caplog.at_level(logging.WARNING, logger="gomail.recipients"):
+        v, r = await _rcpt(app, address)
+    assert v is not None and v.action is Action.REJECT
+    assert (v.code, v.enhanced) == (550, "5.1.1")
+    assert text in v.text
+    assert r.route is None and r.forward == []
+    assert any("refused SRS recipient" in m and "192.0.2.9" in m for m in caplog.messages)
+
+
+# --- through the SMTP handler: queue rows, local copies and the email.queued event ---------
+
+
+class _Recorder:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    async def gomail_event(self, event):
+        self.events.append((event.name, event.data))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path):
+    from gomail.server import Server
+    from gomail.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path)
+    await store.open()
+    await store.add_domain("example.org")
+    await store.add_user("alice@example.org", "$argon2id$v=19$m=65536,t=3,p=4$x", None)
+    await store.add_alias("fwd@example.org", ["alice@example.org", "out@other.example"])
+    await store.close()
+    ports = {name: _port() for name in ("mx", "submission", "smtps", "imap", "imaps")}
+    config = Config(data_dir=tmp_path, hostname="mx.test", dns_nameservers=["127.0.0.1"],
+                    dns_port=_port(), dns_timeout=1)  # fmt: skip
+    config.listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
+    server = Server(config)
+    recorder = _Recorder()
+    server.plugins.register(recorder, "recorder")
+    await server.start()
+    try:
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", ports["mx"]) as s:
+                s.sendmail("x@remote.example", ["fwd@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
+
+        await asyncio.to_thread(client)
+        await asyncio.sleep(0.1)
+        queue_rows = await server.app.store.list_queue()
+        [(_uid, stored)] = await server.app.store.list_messages("alice@example.org")
+    finally:
+        await server.stop()
+    assert stat.S_IMODE(os.stat(tmp_path / "srs.secret").st_mode) == 0o600
+    [row] = queue_rows
+    assert row.recipient == "out@other.example"
+    assert row.sender.startswith("SRS0=") and row.sender.endswith("=remote.example=x@example.org")
+    assert srsmod.for_config(config).reverse(row.sender) == "x@remote.example"
+    assert stored.startswith(b"Return-Path: <x@remote.example>\r\n")  # the local copy's
+    queued = [data for name, data in recorder.events if name == "email.queued"]
+    assert [(q["sender"], q["recipients"]) for q in queued] == [(row.sender, ["out@other.example"])]

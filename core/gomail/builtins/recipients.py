@@ -6,6 +6,14 @@ alias), then the domain's catch-all alias ``@domain``. Aliases expand recursivel
 be users, aliases or outside addresses). The recipient is routed "local" with ``mailboxes``
 and ``forward`` filled in, and the stage continues so that later plugins (greylisting) run.
 
+A recipient whose local part is an SRS address (``SRS0=HHHH=TT=domain=local@`` one of our
+domains, :mod:`gomail.srs`) is a bounce to mail we forwarded: when its hash is right and it is
+not older than ``srs.max_age_days`` it is routed "local" with ``forward`` set to the address
+it unwraps to (the original sender, or the first hop's SRS0 address for SRS1), so the bounce
+goes back through our queue, from any client, as any mail to our domains does; a wrong hash,
+an expired or malformed SRS address gets 550 5.1.1 and a log line. When it unwraps to one of
+our own domains it is resolved as that address.
+
 For another domain it routes "relay" when the session is authenticated and refuses the
 recipient otherwise. Sender-specified routing (``user%other@``, ``other!user@``,
 ``"user@other"@``, source routes) is refused outright, except as ordinary outbound relay of an
@@ -17,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from gomail import srs
 from gomail.address import (
     format_local,
     normalize_address,
@@ -76,13 +85,35 @@ async def gomail_rcpt(
             recipient.forward = [f"{format_local(parsed.local)}@{parsed.domain}"]
             return None
         return RELAY_DENIED
-    if parsed.trick:
+    target = parsed.address
+    if srs.is_srs(parsed.local):
+        # Before the relay-trick check: an SRS local part holds the original sender's, which
+        # may have '%' or '!'; the hash says we wrote it.
+        try:
+            local, domain = srs.for_config(app.config).reverse_local(parsed.local)
+        except srs.SRSError as exc:
+            log.warning(
+                "refused SRS recipient %r from %s (session %s): %s",
+                recipient.address, session.peer_ip, session.id, exc,
+            )  # fmt: skip
+            return Verdict.reject(
+                550, "5.1.1", f"<{recipient.address}>: Recipient address rejected: {exc.reason}"
+            )
+        original = f"{format_local(local)}@{domain}"
+        if not await store.has_domain(domain):
+            log.info("SRS recipient %s goes back to %s", recipient.address, original)
+            recipient.route = "local"
+            recipient.mailboxes = []
+            recipient.forward = [original]
+            return None
+        target = normalize_address(original)
+    elif parsed.trick:
         log.info("refused %r: %s in a local domain", recipient.address, parsed.trick)
         return RELAY_DENIED
 
-    resolver = _Resolver(store, separator, parsed.domain)
+    resolver = _Resolver(store, separator, split_address(target)[1])
     try:
-        await resolver.resolve(parsed.address, 0)
+        await resolver.resolve(target, 0)
     except _TooDeep:
         log.warning("alias expansion for %s nests deeper than %d", parsed.address, MAX_ALIAS_DEPTH)
         return ALIAS_TOO_DEEP

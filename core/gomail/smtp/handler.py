@@ -340,6 +340,7 @@ class Handler:
             local=tuple(plan.local),
             outbound=tuple(plan.outbound),
             meta=meta,
+            outbound_senders=dict(plan.outbound_senders),
         )
         try:
             await self.app.store.deliver(delivery)
@@ -356,10 +357,15 @@ class Handler:
         if plan.outbound:
             if self.app.queue_runner is not None:
                 self.app.queue_runner.wake()  # out now, not at the next poll
-            self.app.emit(
-                events.EMAIL_QUEUED, queue_id=txn.id, sender=txn.sender,
-                recipients=list(plan.outbound), size=len(final),
-            )  # fmt: skip
+            # One event per envelope sender the copies go out with (SRS for forwarded mail).
+            by_sender: dict[str, list[str]] = {}
+            for address in plan.outbound:
+                by_sender.setdefault(delivery.sender_for(address), []).append(address)
+            for sender, recipients in by_sender.items():
+                self.app.emit(
+                    events.EMAIL_QUEUED, queue_id=txn.id, sender=sender,
+                    recipients=recipients, size=len(final),
+                )  # fmt: skip
         return f"250 2.0.0 OK: queued as {txn.id}", (v if v.plugin else dv)
 
     async def _apply_envelope_edits(

@@ -11,8 +11,8 @@ Addresses and domains given to the store are already normalised by the caller
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -146,7 +146,9 @@ class MessageMeta:
 class Delivery:
     """One accepted message to make durable: its final bytes and where it goes.
 
-    ``meta``, when given, is stored for every local copy (FTS, envelope, header fields)."""
+    ``meta``, when given, is stored for every local copy (FTS, envelope, header fields).
+    ``outbound_senders`` gives the envelope sender of an outbound recipient's queued copy
+    where it is not ``sender`` (SRS for forwarded mail)."""
 
     queue_id: str
     sender: str
@@ -154,6 +156,11 @@ class Delivery:
     local: tuple[LocalDelivery, ...] = ()
     outbound: tuple[str, ...] = ()
     meta: MessageMeta | None = None
+    outbound_senders: Mapping[str, str] = field(default_factory=dict)
+
+    def sender_for(self, recipient: str) -> str:
+        """The envelope sender the queued copy for ``recipient`` goes out with."""
+        return self.outbound_senders.get(recipient, self.sender)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1070,9 +1070,8 @@ class SqliteStore(Store):
             execute(_SQL_MESSAGE, (mailbox_id, uid, sha, size, now, flags, modseq))
             changes.append(Change(local.user, folder, "exists"))
         for recipient in delivery.outbound:
-            execute(
-                _SQL_QUEUE, (delivery.queue_id, delivery.sender, recipient, sha, size, now, now)
-            )
+            sender = delivery.sender_for(recipient)
+            execute(_SQL_QUEUE, (delivery.queue_id, sender, recipient, sha, size, now, now))
 
     async def list_messages(self, address: str, folder: str = "INBOX") -> list[tuple[int, bytes]]:
         def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
