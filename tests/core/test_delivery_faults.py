@@ -177,3 +177,27 @@ async def test_slow_destination_does_not_hold_up_the_others(env):
         await asyncio.wait_for(asyncio.gather(*tasks), 15)
     [entry] = await app.store.list_queue()
     assert entry.recipient == "bob@bad.test" and entry.state == "deferred"
+
+
+async def test_a_full_batch_of_hanging_mail_does_not_starve_the_rest(env, monkeypatch):
+    # The first pass is filled with mail for the silent destination; the second must skip
+    # those (in flight) and reach other.test, queued last.
+    app, runner, bad, good = env
+    monkeypatch.setattr("gomail.delivery.runner.BATCH", 2)
+    bad.mode = "silent"
+    for i in range(3):
+        await enqueue(app, f"u{i}@bad.test", f"Q{i}")
+    await enqueue(app, "carol@other.test", "Q9")
+    now = time.time() + 1
+    first = await runner._pass(now)
+    assert len(first) == 2 and runner._backlog
+    second = await runner._pass(now)
+    sink = good.sinks[GOOD_IP]
+    for _ in range(100):
+        if sink.messages:
+            break
+        await asyncio.sleep(0.02)
+    assert [m[1] for m in sink.messages] == [["carol@other.test"]]
+    assert not all(t.done() for t in first)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*first, *second), 15)

@@ -60,6 +60,10 @@ log = logging.getLogger("gomail.delivery")
 
 _NO_PIPELINE = Pipeline("outbound")
 BATCH = 1000  # entries read from the queue per pass
+MAX_INFLIGHT = 5000  # entries being sent (or waiting for a connection slot) at once
+# After a pass that left due entries behind, the next one starts when deliveries finish, but
+# not sooner than this: one read of the queue serves many finished deliveries.
+PASS_GAP = 0.05
 
 _RETURN_PATH = re.compile(rb"\AReturn-Path:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*", re.IGNORECASE)
 
@@ -99,6 +103,7 @@ class QueueRunner:
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
+        self._backlog = False  # the last pass left due entries for later
         self._main: asyncio.Task | None = None
         self._tls = opportunistic_context()
         self._relays: dict[Smarthost, Relay] = {}
@@ -152,11 +157,22 @@ class QueueRunner:
                 raise
             except Exception:
                 log.exception("queue runner: pass failed")
+            if self._backlog:
+                await asyncio.sleep(PASS_GAP)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
     async def _pass(self, now: float) -> list[asyncio.Task]:
-        entries = await self.app.store.due_queue(now, BATCH)
+        """Start a delivery task for every due (message, domain) not already being sent, the
+        longest due first, as many as MAX_INFLIGHT allows."""
+        room = min(BATCH, MAX_INFLIGHT - len(self._inflight))
+        if room <= 0:
+            self._backlog = True
+            return []
+        # in-flight entries are left out, so that a destination whose deliveries hang cannot
+        # fill every pass with entries that are already being sent
+        entries = await self.app.store.due_queue(now, room, exclude=self._inflight)
+        self._backlog = len(entries) >= room
         groups: dict[tuple[str, str], list[QueueEntry]] = {}
         for e in entries:
             if e.id not in self._inflight:
@@ -166,9 +182,14 @@ class QueueRunner:
             self._inflight.update(e.id for e in group)
             task = asyncio.create_task(self._deliver(domain, group, now))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._finished)
             started.append(task)
         return started
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._backlog:
+            self._wake.set()  # a slot is free and due entries wait: look again
 
     # --- one group ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ Addresses and domains given to the store are already normalised by the caller
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -571,10 +571,12 @@ class Store(ABC):
     async def queue_entry(self, entry_id: str | int) -> QueueEntry | None: ...
 
     @abstractmethod
-    async def due_queue(self, now: float, limit: int = 1000) -> list[QueueEntry]:
+    async def due_queue(
+        self, now: float, limit: int = 1000, exclude: Collection[str | int] = ()
+    ) -> list[QueueEntry]:
         """Entries to try now: state queued or deferred and next_attempt <= now, the longest
-        due first, at most limit. The caller groups them by (queue_id, recipient domain): one
-        SMTP transaction each."""
+        due first, at most limit, none of the ids in exclude (those being sent already). The
+        caller groups them by (queue_id, recipient domain): one SMTP transaction each."""
 
     @abstractmethod
     async def queue_message(self, entry_id: str | int) -> bytes:

@@ -41,7 +41,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -1802,13 +1802,27 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def due_queue(self, now: float, limit: int = 1000) -> list[QueueEntry]:
+    async def due_queue(
+        self, now: float, limit: int = 1000, exclude: Collection[str | int] = ()
+    ) -> list[QueueEntry]:
+        skip = json.dumps([int(i) for i in exclude]) if exclude else None
+
         def read(conn: sqlite3.Connection) -> list[QueueEntry]:
-            rows = conn.execute(
-                _SQL_QUEUE_ENTRY + " WHERE state IN ('queued', 'deferred') AND next_attempt <= ?"
-                " ORDER BY next_attempt, id LIMIT ?",
-                (now, limit),
-            )
+            if skip is None:
+                rows = conn.execute(
+                    _SQL_QUEUE_ENTRY
+                    + " WHERE state IN ('queued', 'deferred') AND next_attempt <= ?"
+                    " ORDER BY next_attempt, id LIMIT ?",
+                    (now, limit),
+                )
+            else:
+                rows = conn.execute(
+                    _SQL_QUEUE_ENTRY
+                    + " WHERE state IN ('queued', 'deferred') AND next_attempt <= ?"
+                    " AND id NOT IN (SELECT value FROM json_each(?))"
+                    " ORDER BY next_attempt, id LIMIT ?",
+                    (now, skip, limit),
+                )
             return [QueueEntry(str(row[0]), *row[1:]) for row in rows]
 
         return await self._read(read)
