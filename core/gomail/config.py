@@ -39,6 +39,7 @@ _DNS_KEYS: dict[str, tuple[type, ...]] = {
     "port": (int,),
     "timeout": (int, float),
     "cache": (bool,),
+    "dnssec": (bool,),
 }
 # delivery: {key: (Config attribute, types)}; times in seconds
 _DELIVERY_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -112,6 +113,8 @@ class Config:
     dns_port: int = 53
     dns_timeout: float = 5.0
     dns_cache: bool = True  # answers kept in memory for their TTL
+    # the nameservers validate DNSSEC: their AD bit is trusted (DANE); only for a local resolver
+    dns_dnssec: bool = False
     # Outbound delivery (gomail.delivery). The port is 25 on the Internet; tests change it.
     delivery_port: int = 25
     delivery_concurrency: int = 50  # connections at once, all destinations
@@ -272,6 +275,8 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
         cfg.dns_timeout = float(value["timeout"])
     if "cache" in value:
         cfg.dns_cache = value["cache"]
+    if "dnssec" in value:
+        cfg.dns_dnssec = value["dnssec"]
 
 
 def _set_srs(cfg: Config, value: dict, where: str, base: Path) -> None:

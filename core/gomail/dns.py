@@ -8,6 +8,14 @@ Everything that asks DNS (outbound delivery, SPF, DKIM, DMARC, DANE, MTA-STS) go
       port: 53
       timeout: 5                 # seconds for a whole look-up (all servers, all retries)
       cache: true                # keep answers in memory for their TTL (false: ask every time)
+      dnssec: false              # true: the nameservers validate DNSSEC, trust their AD bit
+
+``dnssec: true`` is for a validating resolver that you run and reach over a path nobody else
+can touch (unbound or knot-resolver on the same machine, ``nameservers: [127.0.0.1]``):
+dnspython does not validate signatures itself, so :meth:`Resolver.secure_query` asks with the
+DO and AD bits and believes the AD bit of the answer, which a resolver elsewhere on the network
+(or anyone on the way to it) could set on anything. Without it every answer counts as
+insecure, and DNSSEC-based policies (DANE) never apply.
 
 Failures are exceptions in two families, because a mail server must tell them apart:
 :class:`TemporaryDNSError` (SERVFAIL, time-out, no server answering: try again later) and
@@ -16,6 +24,13 @@ Failures are exceptions in two families, because a mail server must tell them ap
 Answers are cached in memory per (name, type) for their TTL, at most :data:`MAX_TTL`; NXDOMAIN
 and NODATA for the SOA minimum, at most :data:`MAX_NEGATIVE_TTL` (RFC 2308). Temporary failures
 are never cached: the next look-up asks again.
+
+DNSSEC-aware look-ups (:meth:`Resolver.secure_query`, :meth:`Resolver.tlsa`) return a
+:class:`SecureAnswer` that says whether the records (or their absence: NXDOMAIN or NODATA) were
+validated. A validating resolver answers SERVFAIL for data whose signatures do not check
+(bogus), so a failed look-up is a :class:`TemporaryDNSError` as usual: for DANE that means
+"cannot tell", and the caller must not treat it as "no TLSA records" (RFC 7672 2.1.1). They are
+cached like the others (the secure flag with them), apart from plain look-ups.
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -71,6 +88,28 @@ class MXHost:
     implicit: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SecureAnswer:
+    """The result of a DNSSEC-aware look-up.
+
+    ``records`` are the rdata of the answer's RRset (empty when the name has none of the type,
+    or does not exist: ``nxdomain``); ``secure`` is True when the validating resolver vouched
+    for the answer, the absence included (AD bit, and ``dns.dnssec`` on); ``canonical`` is the
+    name the records belong to after CNAMEs (``name`` without any).
+    """
+
+    name: str
+    rdtype: str
+    records: tuple = ()
+    secure: bool = False
+    nxdomain: bool = False
+    canonical: str = ""
+
+
+def _authentic(response: dns.message.Message | None) -> bool:
+    return response is not None and bool(response.flags & dns.flags.AD)
+
+
 def _name(text: str) -> dns.name.Name:
     try:
         return dns.name.from_text(text.rstrip(".") + ".")
@@ -97,6 +136,7 @@ class Resolver:
         timeout: float = 5.0,
         cache: bool = True,
         cache_size: int = CACHE_SIZE,
+        dnssec: bool = False,
     ) -> None:
         if nameservers:
             res = dns.asyncresolver.Resolver(configure=False)
@@ -111,12 +151,22 @@ class Resolver:
         res.lifetime = timeout
         res.timeout = min(timeout, 2.0)  # per server try: a dead server does not eat it all
         self._res = res
+        # the same servers, asked with DO and AD (RFC 6840 5.7) for the secure look-ups
+        sres = dns.asyncresolver.Resolver(configure=False)
+        sres.nameservers = list(res.nameservers)
+        sres.port, sres.lifetime, sres.timeout = res.port, res.lifetime, res.timeout
+        sres.use_edns(0, dns.flags.DO, 1232)
+        sres.flags = dns.flags.RD | dns.flags.AD
+        self._sres = sres
+        self.dnssec = dnssec  # trust the AD bit of the nameservers' answers
         self.timeout = timeout
         self.cache = cache
         self._cache_size = cache_size
         # (name, type) -> (monotonic expiry, Answer | None for NODATA | NoSuchDomain to raise)
+        # secure look-ups: (name, "TLSA+AD") -> (expiry, SecureAnswer)
         self._cache: OrderedDict[
-            tuple[dns.name.Name, str], tuple[float, dns.resolver.Answer | None | NoSuchDomain]
+            tuple[dns.name.Name, str],
+            tuple[float, dns.resolver.Answer | None | NoSuchDomain | SecureAnswer],
         ] = OrderedDict()
 
     def _remember(self, key, value, ttl: float, cap: float) -> None:
@@ -167,6 +217,55 @@ class Resolver:
             return None
         self._remember(key, answer, ttl, MAX_TTL)
         return answer
+
+    async def secure_query(self, name: str, rdtype: str) -> SecureAnswer:
+        """The records of type rdtype at name, and whether DNSSEC vouched for them.
+
+        Asks with the DO and AD bits set; ``secure`` is the answer's AD bit when ``dnssec`` is
+        on (always False otherwise). NXDOMAIN and NODATA are answers here (no records, maybe
+        secure: a signed denial), not exceptions; a name that is not a valid domain name is
+        NoSuchDomain. SERVFAIL (which a validating resolver also answers for bogus data), a
+        time-out or no server answering: TemporaryDNSError.
+        """
+        qname = _name(name)
+        rdtype = rdtype.upper()
+        key = (qname, rdtype + "+AD")
+        if self.cache and (hit := self._cache.get(key)) is not None:
+            expires, value = hit
+            if time.monotonic() < expires and isinstance(value, SecureAnswer):
+                return value
+            del self._cache[key]
+        plain = name.rstrip(".").lower()
+        try:
+            answer = await self._sres.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            responses = list(exc.responses().values())
+            secure = self.dnssec and bool(responses) and all(map(_authentic, responses))
+            result = SecureAnswer(plain, rdtype, (), secure, True, plain)
+            self._remember(key, result, _negative_ttl(exc), MAX_NEGATIVE_TTL)
+            return result
+        except dns.resolver.YXDOMAIN:
+            raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
+        except dns.resolver.LifetimeTimeout:
+            raise TemporaryDNSError(f"{name} {rdtype}: DNS time-out") from None
+        except dns.resolver.NoNameservers as exc:
+            raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
+        except dns.exception.DNSException as exc:
+            raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
+        secure = self.dnssec and _authentic(answer.response)
+        canonical = answer.canonical_name.to_text(omit_final_dot=True).lower()
+        ttl = answer.chaining_result.minimum_ttl
+        if answer.rrset is None:
+            result = SecureAnswer(plain, rdtype, (), secure, False, canonical)
+            self._remember(key, result, ttl, MAX_NEGATIVE_TTL)
+        else:
+            result = SecureAnswer(plain, rdtype, tuple(answer.rrset), secure, False, canonical)
+            self._remember(key, result, ttl, MAX_TTL)
+        return result
+
+    async def tlsa(self, name: str) -> SecureAnswer:
+        """The TLSA records at name (``_25._tcp.mx.example.com``): :meth:`secure_query`."""
+        return await self.secure_query(name, "TLSA")
 
     async def mx(self, domain: str) -> list[MXHost]:
         """The domain's mail exchangers, most preferred first (equal preferences shuffled, RFC
@@ -228,4 +327,5 @@ def from_config(config) -> Resolver:
         config.dns_port,
         config.dns_timeout,
         cache=config.dns_cache,
+        dnssec=config.dns_dnssec,
     )
