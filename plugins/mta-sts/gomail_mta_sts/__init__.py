@@ -23,8 +23,10 @@ the queue runner connects to an MX host of a destination domain, this plugin
 
 A policy that cannot be fetched (blocked, wrong certificate, bad file) leaves the cached one in
 force until it expires (RFC 8461 3.3, 5.1): an attacker who blocks the fetch does not remove
-the protection. Without a cached policy, delivery is opportunistic as usual. A failed fetch is
-not repeated for the same id within :data:`FETCH_RETRY` seconds.
+the protection; a policy in use is fetched again once a day (or after half its ``max_age``)
+even when its id did not change, so that it does not lapse. Without a cached policy, delivery
+is opportunistic as usual. A failed fetch is not repeated for the same id within
+:data:`FETCH_RETRY` seconds.
 
 Turn it on in the pipeline file::
 
@@ -71,6 +73,9 @@ log = logging.getLogger("gomail.mta-sts")
 
 NAME = "mta-sts"  # the plugin's name in pipelines, in TLSPolicy.required_by and checks
 NAMESPACE = "mta-sts"  # the store's plugin_data namespace; key: the domain
+# seconds after which a policy still announced under the same id is fetched again (at most
+# half its max_age), so that it does not run out while in use; a failure keeps the cached one
+REFRESH = 86400.0
 FETCH_RETRY = 300.0  # seconds before a failed fetch of the same policy id is tried again
 MEMORY_SIZE = 10_000  # domains whose policy (or its absence) is kept in memory
 
@@ -149,7 +154,11 @@ class Policies:
         if policy_id is None:
             # no (valid) announcement: a cached policy stays in force until it expires
             return cached
-        if cached is not None and cached.id == policy_id:
+        if (
+            cached is not None
+            and cached.id == policy_id
+            and now - cached.fetched < min(REFRESH, cached.max_age / 2)
+        ):
             return cached
         failed = self._failed.get(domain)
         if failed is not None and failed[0] == policy_id and now - failed[1] < FETCH_RETRY:

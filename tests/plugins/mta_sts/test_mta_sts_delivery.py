@@ -30,7 +30,7 @@ from gomail.pipeline import load_pipelines
 from gomail.server import load_plugins
 from gomail.store import Delivery
 from gomail.store.sqlite import SqliteStore
-from gomail_mta_sts import NAMESPACE, Policy
+from gomail_mta_sts import NAMESPACE, Policy, policies_of
 from knotbed import Knot, requires_knot
 from mxbed import MXServers, free_port_on
 
@@ -359,6 +359,25 @@ async def test_many_attempts_at_once_share_one_fetch(env):
     assert env.web.requests == ["busy"]
 
 
+async def test_policy_in_use_is_fetched_again_after_a_day(env):
+    env.web.serve("ok", policy("enforce", "good.mx.test", max_age=30 * 86400))
+    runner = env.new_runner()
+    await env.enqueue("bob@ok.test", qid="R1")
+    await runner.run_once()
+    await env.enqueue("bob@ok.test", qid="R2")
+    await runner.run_once()
+    assert env.web.requests == ["ok"]  # the same id an hour later: no fetch
+    later = time.time() + 2 * 86400
+    policies_of(runner.app).clock = lambda: later
+    env.web.serve("ok", policy("enforce", "good.mx.test", "*.mx.test", max_age=30 * 86400))
+    await env.enqueue("bob@ok.test", qid="R3")
+    await runner.run_once()
+    assert env.web.requests == ["ok", "ok"]
+    p = Policy.from_json(await env.store.plugin_get(NAMESPACE, "ok.test", later))
+    assert p.mx == ("good.mx.test", "*.mx.test") and p.fetched == later
+    assert len(env.got(GOOD)) == 3
+
+
 async def test_new_txt_id_refetches_and_none_replaces_enforce(env, tmp_path):
     env.web.serve("change", policy("enforce", "good.mx.test"))
     await env.enqueue("bob@change.test", qid="Q1")
@@ -429,8 +448,6 @@ async def test_no_txt_record_means_no_fetch(env):
 
 async def test_stage_timeout_does_not_cancel_shared_fetch(env):
     """A caller that gives up (its stage timed out) leaves the look-up to the others."""
-    from gomail_mta_sts import policies_of
-
     env.web.serve("ok", policy("enforce", "good.mx.test"))
     runner = env.new_runner()
     policies = policies_of(runner.app)
