@@ -79,10 +79,10 @@ async def fetch_text(
 ) -> str:
     """The policy file's text; FetchError when RFC 8461 3.3 says it does not count."""
     url = policy_url(domain, port)
-    connector = aiohttp.TCPConnector(
-        resolver=DnsResolver(dns), ssl=https_context(ca_file), use_dns_cache=False
-    )
     try:
+        connector = aiohttp.TCPConnector(
+            resolver=DnsResolver(dns), ssl=https_context(ca_file), use_dns_cache=False
+        )
         async with (
             aiohttp.ClientSession(
                 connector=connector,
