@@ -1,0 +1,156 @@
+"""SRS through a real `gomail run`: forwarding by an alias, the bounce coming back, forgeries.
+
+fwd@example.org is an alias for bob@remote.test. remote.test's MX (knot on loopback) is an
+aiosmtpd sink on 127.0.0.2, and sender.test's (the original sender's domain) one on
+127.0.0.3, on the same port (delivery.port). Mail from alice@sender.test to the alias must
+reach remote.test with an SRS0 envelope sender of example.org; a null-sender bounce to that
+address, arriving on port 25 like any bounce, must go on to alice@sender.test; a forged SRS
+address is refused at RCPT.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from aiosmtpd.controller import Controller
+from knotbed import Knot, requires_knot
+
+pytestmark = requires_knot
+
+REMOTE_MX, SENDER_MX = "127.0.0.2", "127.0.0.3"
+ZONES = {
+    "remote.test": "@ MX 10 mx\nmx A 127.0.0.2\n",
+    "sender.test": "@ MX 10 mx\nmx A 127.0.0.3\n",
+}
+WAIT = 15.0  # seconds, the most any delivery may take here
+
+
+class Sink:
+    """Records (envelope sender, recipients, content) of what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 OK taken"
+
+
+def port_free_on_both() -> int:
+    """A port that is free on both MX addresses (the queue uses one port for every MX)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind((REMOTE_MX, 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind((SENDER_MX, port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free on both loopback addresses")
+
+
+@pytest.fixture(scope="module")
+def knot(tmp_path_factory):
+    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mxs():
+    port = port_free_on_both()
+    sinks, controllers = {}, []
+    for ip in (REMOTE_MX, SENDER_MX):
+        sinks[ip] = Sink()
+        c = Controller(sinks[ip], hostname=ip, port=port, ready_timeout=10)
+        c.start()
+        controllers.append(c)
+    yield port, sinks
+    for c in controllers:
+        c.stop()
+
+
+@pytest.fixture
+def g(gomail_factory, knot, mxs):
+    port, _sinks = mxs
+    server = gomail_factory()
+    server.cli("alias", "add", "fwd@example.org", "bob@remote.test")
+    return server.start(
+        {
+            "dns": {"nameservers": ["127.0.0.1"], "port": knot.port, "timeout": 2},
+            "delivery": {"port": port, "poll_interval": 0.2, "connect_timeout": 5,
+                         "command_timeout": 5, "data_timeout": 5},
+        }
+    )  # fmt: skip
+
+
+def forward_one(g, sink: Sink) -> tuple[str, list[str], bytes]:
+    """alice@sender.test -> fwd@example.org on port 25; what remote.test's MX got."""
+    msgid, raw = g.make_message(sender="alice@sender.test", to="fwd@example.org", subject="fw")
+    assert g.send("alice@sender.test", ["fwd@example.org"], raw) == {}
+    assert g.wait_for(lambda: sink.messages, timeout=WAIT), (
+        f"nothing reached remote.test in {WAIT}s; queue: {g.queue()}\n{g.log[-3000:]}"
+    )
+    [got] = sink.messages
+    assert msgid.encode() in got[2]
+    return got
+
+
+def test_forwarded_mail_has_an_srs0_sender_of_our_domain(g, mxs):
+    _port, sinks = mxs
+    sender, rcpts, content = forward_one(g, sinks[REMOTE_MX])
+    assert rcpts == ["bob@remote.test"]
+    local, _, domain = sender.rpartition("@")
+    assert domain == "example.org"
+    assert local.startswith("SRS0=") and local.endswith("=sender.test=alice"), sender
+    hash_, stamp = local.split("=")[1:3]
+    assert len(hash_) == 4 and len(stamp) == 2
+    # The header From and the message are untouched; only the envelope changed.
+    assert b"alice@sender.test" in content
+
+
+def test_null_sender_bounce_to_the_srs_address_goes_to_the_original_sender(g, mxs):
+    _port, sinks = mxs
+    srs_address, _rcpts, _content = forward_one(g, sinks[REMOTE_MX])
+    bounce = (
+        b"From: MAILER-DAEMON@remote.test\r\nTo: " + srs_address.encode() + b"\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n\r\nbob is gone\r\n"
+    )
+    # As a remote MTA sends it: port 25, no AUTH, MAIL FROM:<>.
+    reply = g.transact("", [srs_address], bounce)
+    assert reply["mail"][0] == 250
+    assert [code for code, _ in reply["rcpt"]] == [250], reply
+    assert reply["data"][0] == 250, reply
+    sender_sink = sinks[SENDER_MX]
+    assert g.wait_for(lambda: sender_sink.messages, timeout=WAIT), (
+        f"the bounce did not reach sender.test in {WAIT}s; queue: {g.queue()}\n{g.log[-3000:]}"
+    )
+    [(mail_from, rcpts, content)] = sender_sink.messages
+    assert rcpts == ["alice@sender.test"]
+    assert mail_from in ("", "<>")  # still a bounce: no DSN may answer it
+    assert b"bob is gone" in content
+    assert len(sinks[REMOTE_MX].messages) == 1  # nothing else went to remote.test
+
+
+def test_forged_srs_addresses_are_refused_with_550(g, mxs):
+    _port, sinks = mxs
+    srs_address, _rcpts, _content = forward_one(g, sinks[REMOTE_MX])
+    local = srs_address.rpartition("@")[0]
+    hash_ = local.split("=")[1]
+    forged_hash = "SRS0=" + ("AAAA" if hash_.upper() != "AAAA" else "BBBB") + local[9:]
+    forged = {
+        local.replace("=alice", "=mallory") + "@example.org": "invalid signature",
+        forged_hash + "@example.org": "invalid signature",
+        "SRS0=abcd=ZZ@example.org": "malformed SRS address",
+    }
+    reply = g.transact("", list(forged), b"Subject: x\r\n\r\nx\r\n")
+    assert reply["mail"][0] == 250
+    for (code, text), (address, reason) in zip(reply["rcpt"], forged.items(), strict=True):
+        assert code == 550, (address, code, text)
+        assert "5.1.1" in text and reason in text, text
+    assert reply["data"] is None
+    assert "refused SRS recipient" in g.log
+    assert sinks[SENDER_MX].messages == []
