@@ -60,3 +60,4 @@ def test_system_roots_include_an_extra_cafile(tmp_path):
     ca.cert_pem.write_to_path(str(path))
     roots = system_roots(str(path))
     assert root(ca) in roots
+    assert set(system_roots()) < set(roots)  # the system's roots too, not only the file's

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -39,19 +40,36 @@ def load_der(der: bytes) -> x509.Certificate:
 @lru_cache(maxsize=8)
 def system_roots(cafile: str | None = None) -> tuple[x509.Certificate, ...]:
     """The certificates the system trusts (OpenSSL's default paths), plus those in cafile."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    roots = [x509.load_der_x509_certificate(der) for der in ctx.get_ca_certs(binary_form=True)]
-    if not roots:  # a CA directory (capath) is only read lazily by OpenSSL: read the bundle
+    ctx = ssl.create_default_context()
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    ders = ctx.get_ca_certs(binary_form=True)
+    if len(ders) <= (1 if cafile else 0):
+        # a CA directory (capath) is only read lazily by OpenSSL: read the bundle file
         paths = ssl.get_default_verify_paths()
         for path in (paths.cafile, paths.openssl_cafile):
             if path:
                 try:
-                    with open(path, "rb") as f:
-                        roots = x509.load_pem_x509_certificates(f.read())
-                    break
-                except (OSError, ValueError):
+                    bundle = ssl.create_default_context(cafile=path)
+                except (OSError, ssl.SSLError):
                     continue
-    return tuple(roots)
+                ders = [*ders, *bundle.get_ca_certs(binary_form=True)]
+                break
+    return tuple(_load_roots(ders))
+
+
+def _load_roots(ders: list[bytes]) -> list[x509.Certificate]:
+    roots = []
+    for der in ders:
+        # a few roots in the wild break RFC 5280 (a negative serial number): cryptography
+        # warns now and will refuse them later; such a root is left out, not fatal
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                roots.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue
+    return roots
 
 
 def verify_chain(

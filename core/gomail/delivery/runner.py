@@ -274,7 +274,8 @@ class QueueRunner:
             if outbound.uses("tls_policy"):
                 v = await self._stage("tls_policy", attempt, mx=mx, policy=policy)
                 if v.is_failure:
-                    last = f"451 {v.enhanced.replace('5.', '4.', 1)} {mx.host}: {v.text}"
+                    by = f" ({v.plugin})" if v.plugin else ""
+                    last = f"451 {v.enhanced.replace('5.', '4.', 1)} {mx.host}: {v.text}{by}"
                     log.info("queue %s: %s skipped: %s", first.queue_id, mx.host, _text(v))
                     continue
             try:
