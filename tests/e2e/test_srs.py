@@ -10,11 +10,9 @@ address is refused at RCPT.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from aiosmtpd.controller import Controller
 from knotbed import Knot, requires_knot
+from mxbed import MXServers, Sink
 
 pytestmark = requires_knot
 
@@ -26,32 +24,6 @@ ZONES = {
 WAIT = 15.0  # seconds, the most any delivery may take here
 
 
-class Sink:
-    """Records (envelope sender, recipients, content) of what it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 2.0.0 OK taken"
-
-
-def port_free_on_both() -> int:
-    """A port that is free on both MX addresses (the queue uses one port for every MX)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind((REMOTE_MX, 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind((SENDER_MX, port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no port free on both loopback addresses")
-
-
 @pytest.fixture(scope="module")
 def knot(tmp_path_factory):
     server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
@@ -61,16 +33,9 @@ def knot(tmp_path_factory):
 
 @pytest.fixture
 def mxs():
-    port = port_free_on_both()
-    sinks, controllers = {}, []
-    for ip in (REMOTE_MX, SENDER_MX):
-        sinks[ip] = Sink()
-        c = Controller(sinks[ip], hostname=ip, port=port, ready_timeout=10)
-        c.start()
-        controllers.append(c)
-    yield port, sinks
-    for c in controllers:
-        c.stop()
+    servers = MXServers([REMOTE_MX, SENDER_MX]).start()
+    yield servers.port, servers.sinks
+    servers.stop()
 
 
 @pytest.fixture
@@ -154,3 +119,20 @@ def test_forged_srs_addresses_are_refused_with_550(g, mxs):
     assert reply["data"] is None
     assert "refused SRS recipient" in g.log
     assert sinks[SENDER_MX].messages == []
+
+
+def test_our_own_bounce_of_a_forwarded_copy_goes_to_the_original_sender(g, mxs):
+    # remote.test refuses bob: the DSN the queue writes is addressed to the SRS sender, which
+    # is ours, and must go on to alice@sender.test, not be dropped.
+    _port, sinks = mxs
+    sinks[REMOTE_MX].rcpt_replies["bob@remote.test"] = "550 5.1.1 bob is gone"
+    _msgid, raw = g.make_message(sender="alice@sender.test", to="fwd@example.org", subject="fw")
+    assert g.send("alice@sender.test", ["fwd@example.org"], raw) == {}
+    sender_sink = sinks[SENDER_MX]
+    assert g.wait_for(lambda: sender_sink.messages, timeout=WAIT), (
+        f"no bounce reached sender.test in {WAIT}s; queue: {g.queue()}\n{g.log[-3000:]}"
+    )
+    [(mail_from, rcpts, content)] = sender_sink.messages
+    assert rcpts == ["alice@sender.test"] and mail_from in ("", "<>")
+    assert b"multipart/report" in content and b"550 5.1.1 bob is gone" in content
+    assert sinks[REMOTE_MX].messages == []

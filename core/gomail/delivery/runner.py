@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import Callable
 
+from gomail import srs
 from gomail.config import Smarthost
 from gomail.context import LocalDelivery, new_id
 from gomail.delivery.client import (
@@ -511,6 +512,14 @@ class QueueRunner:
         if _null_sender(sender):
             return None
         cfg = self.app.config
+        store = self.app.store
+        if sender[:4].upper() in ("SRS0", "SRS1") and await store.has_domain(domain_of(sender)):
+            # mail we forwarded with an SRS sender: the bounce goes to the original sender
+            try:
+                sender = srs.for_config(cfg).reverse(sender)
+            except (srs.SRSError, OSError, ValueError) as exc:
+                log.warning("queue %s: bounce to %s dropped: %s", first.queue_id, sender, exc)
+                return None
         raw = build_dsn(
             hostname=cfg.hostname,
             sender=sender,
@@ -521,7 +530,6 @@ class QueueRunner:
             now=time.time(),
             will_retry_until=will_retry_until,
         )
-        store = self.app.store
         if await store.get_user(sender) is not None:
             from gomail.imap.meta import message_meta
 
