@@ -122,7 +122,9 @@ def gomail_deliver(
     session: Session, transaction: Transaction, message: Message, options: dict, app: App
 ) -> Verdict | None:
     """Decide where the finished message goes, by adding to ``transaction.plan``
-    (``plan.to_mailbox(user, folder)``, ``plan.to_queue(address)``).
+    (``plan.to_mailbox(user, folder)``, ``plan.to_queue(address)``, or
+    ``plan.to_queue(address, sender=...)`` for a copy with its own envelope sender, as the
+    ``queue`` plugin does for SRS).
 
     ``message.raw`` is final here (edits applied, trace headers added). The core commits the
     whole plan atomically and durably once the stage ends, then answers 250.
