@@ -4,6 +4,10 @@
 tmp_path, starts ``knotd`` in the foreground on a free port of 127.0.0.1 and waits until it
 answers; ``stop()`` ends it by its PID. Zones are ``{"dest.test": "<records>"}``: the records
 are master-file lines relative to the zone (``@ MX 10 mx1``), SOA and NS are added.
+
+``Knot(tmp_path, zones, signed={"dane.test"})`` has knot sign those zones itself (DNSSEC,
+automatic ECDSA P-256 keys); ``ksk(zone)`` is then the zone's key-signing DNSKEY as a master-file
+line, the trust anchor a validating resolver needs (see tests/unboundbed.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -45,9 +50,10 @@ requires_knot = pytest.mark.skipif(
 
 
 class Knot:
-    def __init__(self, directory: Path, zones: dict[str, str]) -> None:
+    def __init__(self, directory: Path, zones: dict[str, str], signed: Iterable[str] = ()) -> None:
         self.dir = Path(directory)
         self.zones = zones
+        self.signed = set(signed)
         self.port = free_udp_tcp_port()
         self.proc: subprocess.Popen | None = None
 
@@ -78,6 +84,8 @@ class Knot:
         ]
         for name, records in self.zones.items():
             conf.append(f"  - domain: {name}")
+            if name in self.signed:
+                conf.append("    dnssec-signing: on")
             (zdir / f"{name}.zone").write_text(
                 f"$ORIGIN {name}.\n$TTL 60\n"
                 f"@ SOA ns.{name}. hostmaster.{name}. 1 3600 600 86400 60\n"
@@ -97,7 +105,7 @@ class Knot:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"knotd exited: {(self.dir / 'knot.log').read_text()}")
-            if self._answers(first):
+            if self._answers(first) and all(self._signed(z) for z in self.signed):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -114,6 +122,27 @@ class Knot:
         except Exception:
             return False
         return r.rcode() == dns.rcode.NOERROR and bool(r.answer)
+
+    def _signed(self, zone: str) -> bool:
+        return bool(self.dnskeys(zone))
+
+    def dnskeys(self, zone: str) -> list[str]:
+        """The zone's DNSKEY records as served, as master-file lines ([] before it is signed)."""
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+
+        q = dns.message.make_query(f"{zone}.", "DNSKEY", want_dnssec=True)
+        try:
+            r = dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=1)
+        except Exception:
+            return []
+        rrset = r.get_rrset(r.answer, q.question[0].name, 1, dns.rdatatype.DNSKEY)
+        return [f"{zone}. DNSKEY {rd.to_text()}" for rd in rrset or ()]
+
+    def ksk(self, zone: str) -> str:
+        """The key-signing key (flags 257) of a signed zone, as a master-file line."""
+        return next(k for k in self.dnskeys(zone) if k.split()[2] == "257")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
