@@ -139,3 +139,19 @@ def test_any_usable_record_is_enough_and_unusable_ones_never_match(pki):
     assert check_chain([pkix], der_chain(leaf), ["mx1.dest.test"]) == "no usable TLSA record"
     assert check_chain([good], [], ["mx1.dest.test"]) == "the server sent no certificate"
     assert check_chain([good], [b"garbage"], ["mx1.dest.test"]) is not None
+
+
+def test_dns_dnssec_setting(tmp_path):
+    from gomail.config import ConfigError, load_config
+    from gomail.dns import from_config
+
+    f = tmp_path / "gomail.yaml"
+    f.write_text("dns: {nameservers: [127.0.0.1]}\n")
+    assert load_config(f).dns_dnssec is False  # off unless said: the AD bit is not trusted
+    assert from_config(load_config(f)).dnssec is False
+    f.write_text("dns: {nameservers: [127.0.0.1], dnssec: true}\n")
+    assert load_config(f).dns_dnssec is True
+    assert from_config(load_config(f)).dnssec is True
+    f.write_text("dns: {dnssec: 'yes'}\n")
+    with pytest.raises(ConfigError, match="dns.dnssec"):
+        load_config(f)
