@@ -42,7 +42,8 @@ Turn it on in the pipeline file, and point gomail's DNS at a validating resolver
 
     outbound:
       tls_policy: [dane]
-      # or: tls_policy: [dane, mta-sts]  (each tightens the policy; both must be met)
+      # or: tls_policy: [dane, mta-sts]  (both checks must pass: a host whose DANE-EE
+      #     certificate no public CA signed fails an enforced MTA-STS policy)
       # or: tls_policy: [{dane: {require_secure_mx: false}}]
 
     # gomail.yaml
