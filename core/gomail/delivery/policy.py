@@ -77,6 +77,10 @@ class TLSPolicy:
     ``checks`` that judge the certificate chain after the handshake; a failed check ends the
     session before MAIL FROM and the next host is tried. ``required_by`` names the plugins
     that required TLS, for the logs and the deferral text.
+
+    ``authenticated_by`` names the plugin that authenticates the host from DNSSEC (DANE,
+    RFC 7672): later plugins of the stage leave the certificate to it (RFC 8461 2: MTA-STS
+    must not override DANE, and a DANE-EE certificate need not chain to a public CA).
     """
 
     domain: str
@@ -84,6 +88,7 @@ class TLSPolicy:
     required: bool = False
     checks: list[tuple[str, TLSCheck]] = field(default_factory=list)
     required_by: list[str] = field(default_factory=list)
+    authenticated_by: str | None = None
 
     def require(self, by: str) -> None:
         """TLS is mandatory for this host; ``by`` (a plugin name) says who wants it."""
@@ -94,6 +99,12 @@ class TLSPolicy:
     def add_check(self, by: str, check: TLSCheck) -> None:
         """Judge the peer's certificates with ``check`` after the handshake."""
         self.checks.append((by, check))
+
+    def authenticate(self, by: str, check: TLSCheck) -> None:
+        """TLS is mandatory and ``check`` is what authenticates the host (DANE's TLSA)."""
+        self.require(by)
+        self.add_check(by, check)
+        self.authenticated_by = by
 
     def judge(self, peer: PeerTLS) -> str | None:
         """The first failed check's reason (prefixed with its plugin), or None."""

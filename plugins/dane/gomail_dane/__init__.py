@@ -42,8 +42,8 @@ Turn it on in the pipeline file, and point gomail's DNS at a validating resolver
 
     outbound:
       tls_policy: [dane]
-      # or: tls_policy: [dane, mta-sts]  (both checks must pass: a host whose DANE-EE
-      #     certificate no public CA signed fails an enforced MTA-STS policy)
+      # or: tls_policy: [dane, mta-sts]  (dane first: a host it authenticates is left to it,
+      #     as RFC 8461 2 asks; MTA-STS applies to the hosts without usable TLSA records)
       # or: tls_policy: [{dane: {require_secure_mx: false}}]
 
     # gomail.yaml
@@ -243,7 +243,7 @@ async def gomail_tls_policy(
             log.warning("queue %s: %s[%s]: %s", attempt.queue_id, host, peer.ip, problem)
         return problem
 
-    policy.add_check(NAME, check)
+    policy.authenticate(NAME, check)
     return None
 
 

@@ -38,6 +38,11 @@ Turn it on in the pipeline file::
 ``ca_file`` adds trusted roots (PEM) to the system's, for the policy fetch and the MX hosts'
 certificates; ``https_port`` is the policy server's port (443; tests use another).
 TLS reporting (TLS-RPT, RFC 8460) is not done here.
+
+With DANE too, name ``dane`` first (``tls_policy: [dane, mta-sts]``): a host that DANE
+authenticates (usable TLSA records, :attr:`TLSPolicy.authenticated_by`) is left to it, since
+MTA-STS must not override DANE (RFC 8461 2) and a DANE-EE certificate need not come from a
+public CA.
 """
 
 from __future__ import annotations
@@ -240,6 +245,9 @@ def gomail_plugin_options() -> dict[str, Option]:
 async def gomail_tls_policy(
     attempt: Attempt, mx: MXHost, policy: TLSPolicy, options: dict, app
 ) -> Verdict | None:
+    if policy.authenticated_by:
+        # DANE (RFC 8461 2: MTA-STS must not override it) already authenticates this host
+        return None
     sts = await policies_of(app).get(attempt.domain, options)
     if sts is None or sts.mode == "none":
         return None

@@ -459,3 +459,29 @@ async def test_stage_timeout_does_not_cancel_shared_fetch(env):
     p = await asyncio.wait_for(second, 10)
     assert p is not None and p.mode == "enforce"
     assert env.web.requests == ["ok"]
+
+
+class FakeDane:
+    """Stands in for the dane plugin: it authenticates every host (its check passes)."""
+
+    def gomail_tls_policy(self, policy):
+        policy.authenticate("fakedane", lambda peer: None)
+
+
+async def test_a_host_dane_authenticates_is_left_to_dane(env):
+    # RFC 8461 2: MTA-STS must not override DANE; bad.mx's certificate is not valid for its
+    # name (MTA-STS would refuse it), but DANE vouches for it.
+    env.plugins.register(FakeDane(), "fakedane")
+    path = env.tmp / "with-dane.yaml"
+    path.write_text(
+        "outbound:\n"
+        f"  tls_policy: [fakedane, {{mta-sts: {{ca_file: {env.ca_file},"
+        f" https_port: {env.web.port}}}}}]\n"
+    )
+    env.pipes = load_pipelines(path, env.plugins, 30)
+    env.web.serve("badcert", policy("enforce", "*.mx.test"))
+    await env.enqueue("bob@badcert.test")
+    await env.new_runner().run_once()
+    assert env.got(BAD) == [["bob@badcert.test"]]
+    assert env.mx.sinks[BAD].tls_sessions == 1
+    assert env.web.requests == []  # MTA-STS was not even asked
