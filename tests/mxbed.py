@@ -40,6 +40,9 @@ class Sink:
         self.hide: set[str] = set()  # EHLO keywords not to advertise ("8BITMIME", "STARTTLS")
         self.mail_options: list[list[str]] = []  # each transaction's MAIL FROM parameters
         self.tls_sessions = 0  # transactions that arrived over TLS
+        # replaces handle_DATA while set (aiosmtpd binds handle_* methods per connection, so
+        # replacing the method would not reach connections the client keeps open)
+        self.data_hook = None
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -59,6 +62,12 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_hook is not None:
+            return await self.data_hook(server, session, envelope)
+        return await self.take(server, session, envelope)
+
+    async def take(self, server, session, envelope):
+        """What handle_DATA does without a data_hook: the reply told, or keep and 250."""
         if self.data_replies:
             return self.data_replies.pop(0)
         if session.ssl is not None:

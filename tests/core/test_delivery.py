@@ -336,13 +336,13 @@ async def test_restart_mid_queue_no_loss_no_duplicate(env, tmp_path):
     assert len(env.sinks["127.0.0.2"].messages) == 1
     gate = asyncio.Event()
     sink = env.sinks["127.0.0.2"]
-    orig = sink.handle_DATA
+    orig = sink.take
 
     async def slow_data(server, session, envelope):
         await asyncio.wait_for(gate.wait(), 10)  # runs on the controller's own loop
         return await orig(server, session, envelope)
 
-    sink.handle_DATA = slow_data
+    sink.data_hook = slow_data
     await env.enqueue(["carol@dest.test"], qid="Q2")
     await env.runner.start()
     for _ in range(100):
@@ -358,7 +358,7 @@ async def test_restart_mid_queue_no_loss_no_duplicate(env, tmp_path):
     env.app.store = env.store = store
     [entry] = await store.list_queue()
     assert entry.recipient == "carol@dest.test"
-    sink.handle_DATA = orig
+    sink.data_hook = None
     runner = QueueRunner(env.app)
     await runner.run_once(time.time() + 1)
     await runner.stop()

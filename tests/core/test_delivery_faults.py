@@ -201,3 +201,28 @@ async def test_a_full_batch_of_hanging_mail_does_not_starve_the_rest(env, monkey
     assert not all(t.done() for t in first)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*first, *second), 15)
+
+
+async def test_one_connection_serves_consecutive_messages_to_a_destination(env):
+    app, runner, bad, _good = env
+    for i in range(3):
+        await enqueue(app, f"u{i}@bad.test", f"Q{i}")
+        await runner.run_once()
+    assert bad.received == [["u0@bad.test"], ["u1@bad.test"], ["u2@bad.test"]]
+    assert bad.connections == 1  # kept open between the messages
+    await runner.stop()  # says QUIT to the idle connection
+    assert len(runner._pool) == 0
+
+
+async def test_a_kept_connection_the_far_side_closed_is_replaced_without_a_deferral(env):
+    app, runner, bad, _good = env
+    await enqueue(app, "u0@bad.test", "Q0")
+    await runner.run_once()
+    for writer in list(bad._writers):  # the far side drops the idle connection
+        writer.close()
+    await asyncio.sleep(0.1)
+    await enqueue(app, "u1@bad.test", "Q1")
+    await runner.run_once()
+    assert bad.received == [["u0@bad.test"], ["u1@bad.test"]]
+    assert bad.connections == 2
+    assert await app.store.list_queue() == []  # delivered at once, no retry needed

@@ -256,3 +256,17 @@ def test_outbound_stage_names_are_checked(tmp_path):
     path.write_text("outbound:\n  throttle: [queue]\n")
     with pytest.raises(Exception, match="has no hook for the throttle stage"):
         load_pipelines(path, plugins, 30.0)
+
+
+async def test_a_connection_is_not_reused_under_a_stricter_policy(env):
+    await env.enqueue(["bob@dest.test"], qid="Q1")
+    await env.runner.run_once()  # opportunistic TLS to mx1; the connection is kept
+    assert env.delivered("127.0.0.2") == ["bob@dest.test"]
+    env.policy.require = {"mx1.dest.test"}
+    env.policy.refuse_cert = {"mx1.dest.test"}
+    await env.enqueue(["carol@dest.test"], qid="Q2")
+    await env.runner.run_once()
+    # the kept connection never saw the check: a new one is made, and refused
+    assert env.delivered("127.0.0.2") == ["bob@dest.test"]
+    assert env.delivered("127.0.0.3") == ["carol@dest.test"]
+    assert [p.host for p in env.policy.peers] == ["mx1.dest.test"]

@@ -149,7 +149,7 @@ def test_kill9_mid_queue_loses_nothing_and_sends_nothing_twice(g, remote_mx):
     _port, sink = remote_mx
     stall = threading.Event()
     stall.set()
-    taken = sink.handle_DATA
+    taken = sink.take
 
     async def data(server, session, envelope):
         if any(r.startswith("slow") for r in envelope.rcpt_tos):
@@ -160,7 +160,7 @@ def test_kill9_mid_queue_loses_nothing_and_sends_nothing_twice(g, remote_mx):
             return "451 4.3.0 not this time"  # the far side never took it
         return await taken(server, session, envelope)
 
-    sink.handle_DATA = data
+    sink.data_hook = data
     rcpts = [f"fast{i}@remote.test" for i in range(6)] + ["slow0@remote.test", "slow1@remote.test"]
     for rcpt in rcpts:
         _msgid, raw = g.make_message(sender="alice@example.org", to=rcpt, subject=rcpt)
@@ -173,7 +173,7 @@ def test_kill9_mid_queue_loses_nothing_and_sends_nothing_twice(g, remote_mx):
     assert g.wait_for(only_slow_left, timeout=WAIT), queue_json(g)
     g.kill9()
     stall.clear()
-    sink.handle_DATA = taken
+    sink.data_hook = None
     g.start()
     assert g.wait_for(lambda: queue_json(g) == [], timeout=WAIT), (
         f"{queue_json(g)}\n{g.log[-3000:]}"

@@ -94,27 +94,33 @@ def reply_text(code: int, message: str) -> str:
 _BROKEN = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
-async def send(
+@dataclass(slots=True)
+class Connection:
+    """An open SMTP session with one server, greeted, with TLS and AUTH as required: ready
+    for a transaction (:func:`transact`), and for another after it when it stays usable."""
+
+    client: aiosmtplib.SMTP
+    where: str
+    sock: socket.socket | None = None
+    transactions: int = 0
+    usable: bool = True  # False once a transaction left it in an unknown state
+
+
+async def connect(
     *,
     ip: str,
     host: str,
     port: int,
     helo: str,
-    sender: str,
-    recipients: list[str],
-    message: bytes,
     timeouts: Timeouts,
     tls: ssl.SSLContext | None,
-    record: Callable[[dict[str, Reply]], Awaitable[None]],
     relay: Relay | None = None,
     policy: TLSPolicy | None = None,
-) -> None:
-    """Offer the message to one server. Once MAIL FROM is answered, every recipient gets a
-    reply (the server's, or a made-up 4xx when the connection breaks) and record(replies) is
-    awaited exactly once, before QUIT, so that a 250 is stored before anything else happens.
-    Before that point, TryNext (or TLSFailed, or AuthFailed) and record is not called.
-    With relay, TLS and AUTH are done as it says, and tls is not used. With a policy that
-    requires TLS, PolicyFailed instead of TLSFailed (no plaintext retry)."""
+) -> Connection:
+    """Connect to one server and get it ready: EHLO, STARTTLS when offered (opportunistic)
+    or required (policy, relay), the policy's certificate checks, AUTH for a relay. Raises
+    TryNext (TLSFailed: STARTTLS failed, try without; PolicyFailed: the TLS policy was not
+    met, never without; AuthFailed: the relay refused our AUTH)."""
     where = f"{host}[{ip}]"
     implicit = relay is not None and relay.tls == "implicit"
     sock = None
@@ -137,6 +143,7 @@ async def send(
             start_tls=False,
             validate_certs=False,
         )
+    conn = Connection(client, where, sock)
     try:
         try:
             await client.connect(timeout=timeouts.connect)
@@ -145,95 +152,180 @@ async def send(
         except _BROKEN as exc:
             raise TryNext(f"connect to {where}: {exc or type(exc).__name__}") from None
         try:
-            try:
-                await client.ehlo(timeout=timeouts.command)
-            except aiosmtplib.SMTPHeloError as exc:
-                if exc.code < 500:
-                    raise
-                await client.helo(timeout=timeouts.command)
-            if relay is not None:
-                await _relay_setup(client, relay, host, where, timeouts)
-            elif tls is not None and client.supports_extension("starttls"):
-                try:
-                    await client.starttls(
-                        server_hostname=host, tls_context=tls, timeout=timeouts.command
-                    )
-                except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
-                    if policy is not None and policy.required:
-                        raise PolicyFailed(
-                            f"STARTTLS with {where} failed ({exc}); TLS is required by "
-                            f"{', '.join(policy.required_by)}"
-                        ) from None
-                    raise TLSFailed(f"STARTTLS with {where} failed: {exc}") from None
-                if policy is not None and policy.checks:
-                    ssl_object = client.get_transport_info("ssl_object")
-                    problem = policy.judge(peer_tls(ssl_object, host, ip))
-                    if problem:
-                        await _quit(client, timeouts)
-                        raise PolicyFailed(f"TLS with {where} refused: {problem}")
-                await client.ehlo(timeout=timeouts.command)
-            elif policy is not None and policy.required:
-                raise PolicyFailed(
-                    f"{where} does not offer STARTTLS; TLS is required by "
-                    f"{', '.join(policy.required_by)}"
-                )
-            if not message.isascii() and not client.supports_extension("8bitmime"):
-                # RFC 6152 3: convert to 7 bits for a server without 8BITMIME, or bounce
-                message = await asyncio.to_thread(to_seven_bit, message) or message
-            options, refused = mail_parameters(client, sender, recipients, message, where)
-            if len(refused) == len(recipients):
-                await record(refused)
-                await _quit(client, timeouts)
-                return
-            await client.mail(
-                sender, options=options, encoding=_encoding(options), timeout=timeouts.command
-            )
+            await _prepare(client, ip, host, where, timeouts, tls, relay, policy)
         except TryNext:
             raise
-        except aiosmtplib.SMTPSenderRefused as exc:
-            if exc.code < 500:
-                raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
-            text = reply_text(exc.code, exc.message)
-            await record({r: (exc.code, text) for r in recipients})
-            return
         except aiosmtplib.SMTPResponseException as exc:
             raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
         except _BROKEN as exc:
             raise TryNext(f"{where}: {exc or type(exc).__name__}") from None
-        replies: dict[str, Reply] = dict(refused)
-        accepted: list[str] = []
+    except BaseException:
+        close(conn)
+        raise
+    return conn
+
+
+async def _prepare(client, ip, host, where, timeouts, tls, relay, policy) -> None:
+    try:
+        await client.ehlo(timeout=timeouts.command)
+    except aiosmtplib.SMTPHeloError as exc:
+        if exc.code < 500:
+            raise
+        await client.helo(timeout=timeouts.command)
+    if relay is not None:
+        await _relay_setup(client, relay, host, where, timeouts)
+    elif tls is not None and client.supports_extension("starttls"):
         try:
-            for rcpt in recipients:
-                if rcpt in refused:
-                    continue
-                try:
-                    resp = await client.rcpt(
-                        rcpt, encoding=_encoding(options), timeout=timeouts.command
-                    )
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    replies[rcpt] = (exc.code, reply_text(exc.code, exc.message))
-                else:
-                    accepted.append(rcpt)
-                    replies[rcpt] = (resp.code, reply_text(resp.code, resp.message))
-            if accepted:
-                try:
-                    resp = await client.data(message, timeout=timeouts.data)
-                    final = (resp.code, reply_text(resp.code, resp.message))
-                except aiosmtplib.SMTPDataError as exc:
-                    final = (exc.code, reply_text(exc.code, exc.message))
-                for rcpt in accepted:
-                    replies[rcpt] = final
-        except _BROKEN as exc:
-            broken = (451, f"451 4.4.2 connection with {where} broken: {exc or type(exc).__name__}")
-            for rcpt in recipients:
-                if rcpt not in replies or rcpt in accepted:
-                    replies[rcpt] = broken
-        await record(replies)
-        await _quit(client, timeouts)
+            await client.starttls(server_hostname=host, tls_context=tls, timeout=timeouts.command)
+        except (aiosmtplib.SMTPResponseException, ssl.SSLError, *_BROKEN) as exc:
+            if policy is not None and policy.required:
+                raise PolicyFailed(
+                    f"STARTTLS with {where} failed ({exc}); TLS is required by "
+                    f"{', '.join(policy.required_by)}"
+                ) from None
+            raise TLSFailed(f"STARTTLS with {where} failed: {exc}") from None
+        if policy is not None and policy.checks:
+            ssl_object = client.get_transport_info("ssl_object")
+            problem = policy.judge(peer_tls(ssl_object, host, ip))
+            if problem:
+                await _quit(client, timeouts)
+                raise PolicyFailed(f"TLS with {where} refused: {problem}")
+        await client.ehlo(timeout=timeouts.command)
+    elif policy is not None and policy.required:
+        raise PolicyFailed(
+            f"{where} does not offer STARTTLS; TLS is required by {', '.join(policy.required_by)}"
+        )
+
+
+async def transact(
+    conn: Connection,
+    *,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    timeouts: Timeouts,
+    record: Callable[[dict[str, Reply]], Awaitable[None]],
+) -> None:
+    """One mail transaction on an open connection. Once MAIL FROM is answered, every
+    recipient gets a reply (the server's, or a made-up 4xx when the connection breaks) and
+    record(replies) is awaited exactly once, so that a 250 is stored before anything else
+    happens. Before that point, TryNext and record is not called. Afterwards
+    ``conn.usable`` says whether another transaction may follow on it."""
+    client, where = conn.client, conn.where
+    conn.transactions += 1
+    try:
+        if not message.isascii() and not client.supports_extension("8bitmime"):
+            # RFC 6152 3: convert to 7 bits for a server without 8BITMIME, or bounce
+            message = await asyncio.to_thread(to_seven_bit, message) or message
+        options, refused = mail_parameters(client, sender, recipients, message, where)
+        if len(refused) == len(recipients):
+            await record(refused)
+            return
+        await client.mail(
+            sender, options=options, encoding=_encoding(options), timeout=timeouts.command
+        )
+    except aiosmtplib.SMTPSenderRefused as exc:
+        if exc.code < 500:
+            conn.usable = False
+            raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
+        text = reply_text(exc.code, exc.message)
+        await record({r: (exc.code, text) for r in recipients})
+        return
+    except aiosmtplib.SMTPResponseException as exc:
+        conn.usable = False
+        raise TryNext(f"{where} said {reply_text(exc.code, exc.message)}") from None
+    except _BROKEN as exc:
+        conn.usable = False
+        raise TryNext(f"{where}: {exc or type(exc).__name__}") from None
+    except BaseException:
+        conn.usable = False
+        raise
+    replies: dict[str, Reply] = dict(refused)
+    accepted: list[str] = []
+    try:
+        for rcpt in recipients:
+            if rcpt in refused:
+                continue
+            try:
+                resp = await client.rcpt(
+                    rcpt, encoding=_encoding(options), timeout=timeouts.command
+                )
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                replies[rcpt] = (exc.code, reply_text(exc.code, exc.message))
+            else:
+                accepted.append(rcpt)
+                replies[rcpt] = (resp.code, reply_text(resp.code, resp.message))
+        if accepted:
+            try:
+                resp = await client.data(message, timeout=timeouts.data)
+                final = (resp.code, reply_text(resp.code, resp.message))
+            except aiosmtplib.SMTPDataError as exc:
+                final = (exc.code, reply_text(exc.code, exc.message))
+            for rcpt in accepted:
+                replies[rcpt] = final
+        else:
+            # MAIL was taken but no recipient: end the transaction before the next one
+            await client.rset(timeout=timeouts.command)
+    except _BROKEN as exc:
+        conn.usable = False
+        broken = (451, f"451 4.4.2 connection with {where} broken: {exc or type(exc).__name__}")
+        for rcpt in recipients:
+            if rcpt not in replies or rcpt in accepted:
+                replies[rcpt] = broken
+    except BaseException:
+        conn.usable = False
+        raise
+    await record(replies)
+
+
+def close(conn: Connection) -> None:
+    """Drop the connection without a word (after a failure, or QUIT was said)."""
+    conn.usable = False
+    conn.client.close()
+    if conn.sock is not None:
+        conn.sock.close()
+
+
+async def quit_and_close(conn: Connection, timeouts: Timeouts) -> None:
+    try:
+        if conn.usable and conn.client.is_connected:
+            await _quit(conn.client, timeouts)
     finally:
-        client.close()
-        if sock is not None:
-            sock.close()
+        close(conn)
+
+
+async def send(
+    *,
+    ip: str,
+    host: str,
+    port: int,
+    helo: str,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    timeouts: Timeouts,
+    tls: ssl.SSLContext | None,
+    record: Callable[[dict[str, Reply]], Awaitable[None]],
+    relay: Relay | None = None,
+    policy: TLSPolicy | None = None,
+) -> None:
+    """Offer the message to one server on a connection of its own: :func:`connect`,
+    :func:`transact`, QUIT. record(replies) is awaited exactly once, before QUIT, as soon as
+    MAIL FROM was answered; before that point TryNext (or TLSFailed, AuthFailed,
+    PolicyFailed) and record is not called."""
+    conn = await connect(
+        ip=ip, host=host, port=port, helo=helo, timeouts=timeouts, tls=tls, relay=relay,
+        policy=policy,
+    )  # fmt: skip
+    try:
+        await transact(
+            conn, sender=sender, recipients=recipients, message=message, timeouts=timeouts,
+            record=record,
+        )  # fmt: skip
+    except BaseException:
+        close(conn)
+        raise
+    await quit_and_close(conn, timeouts)
 
 
 async def _tcp(ip: str, port: int, limit: float) -> socket.socket:

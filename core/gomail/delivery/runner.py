@@ -9,6 +9,9 @@ stores the bounce (:meth:`gomail.store.Store.queue_bounce`). Retries follow
 (4 hours) sends the sender one ``Action: delayed`` DSN per transaction, stored in the same
 commit as the deferral and the entries' ``delay_notified`` flag, so it is never sent twice.
 
+A connection is kept a few seconds after its transaction for the next message to the same
+destination (:mod:`.pool`), as Postfix's connection cache does.
+
 A destination domain with a smarthost (``delivery.smarthosts``, else ``delivery.smarthost``)
 skips the MX look-up: its mail goes to that host (its name resolved through app.dns, an IP
 literal as is) with TLS as configured and AUTH; the same defer/bounce rules apply, and a
@@ -44,12 +47,15 @@ from gomail.delivery.client import (
     Timeouts,
     TLSFailed,
     TryNext,
+    close,
+    connect,
     opportunistic_context,
     relay_context,
-    send,
+    transact,
 )
 from gomail.delivery.dsn import Failure, build_dsn
 from gomail.delivery.policy import Attempt, TLSPolicy
+from gomail.delivery.pool import ConnectionPool
 from gomail.dns import DNSError, NoSuchDomain, NullMX, PermanentDNSError
 from gomail.events import EMAIL_BOUNCED, EMAIL_DEFERRED, EMAIL_FAILED, EMAIL_SENT
 from gomail.pipeline import Pipeline, run_stage
@@ -80,6 +86,13 @@ def _null_sender(sender: str) -> bool:
     return not sender or sender.lower().startswith("mailer-daemon@")
 
 
+def _policy_key(policy: TLSPolicy | None) -> tuple:
+    """What a TLS policy asked of a connection: one made under it serves only the same."""
+    if policy is None:
+        return ()
+    return (policy.required, tuple(by for by, _c in policy.checks), policy.authenticated_by)
+
+
 def _text(v: Verdict) -> str:
     return f"{v.code} {v.enhanced} {v.text}" + (f" ({v.plugin})" if v.plugin else "")
 
@@ -108,6 +121,7 @@ class QueueRunner:
         self._main: asyncio.Task | None = None
         self._tls = opportunistic_context()
         self._relays: dict[Smarthost, Relay] = {}
+        self._pool = ConnectionPool(self.timeouts)
 
     def smarthost_for(self, domain: str) -> Smarthost | None:
         """The smarthost for mail to domain: its own (delivery.smarthosts), else the global."""
@@ -138,6 +152,7 @@ class QueueRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._inflight.clear()
+        await self._pool.close_all()
 
     def wake(self) -> None:
         self._wake.set()
@@ -356,25 +371,43 @@ class QueueRunner:
         async def record(replies: dict[str, Reply]) -> None:
             await self._record(by_rcpt, replies, remote, host, message, now)
 
-        kwargs = dict(
-            ip=ip,
-            host=host,
-            port=cfg.delivery_port if port is None else port,
-            helo=cfg.hostname,
-            sender=group[0].sender,
-            recipients=list(by_rcpt),
-            message=message,
-            timeouts=self.timeouts,
-            record=record,
-        )
+        port = cfg.delivery_port if port is None else port
+        sender, recipients = group[0].sender, list(by_rcpt)
+        key = (domain_of(recipients[0]), ip, port, host, relay, _policy_key(policy))
+        conn = self._pool.take(key)
+        if conn is not None:
+            try:
+                await transact(
+                    conn, sender=sender, recipients=recipients, message=message,
+                    timeouts=self.timeouts, record=record,
+                )  # fmt: skip
+            except TryNext as exc:  # closed while idle, most likely: a fresh one may do
+                close(conn)
+                log.debug("queue %s: reused connection failed: %s", group[0].queue_id, exc)
+            except BaseException:
+                close(conn)
+                raise
+            else:
+                self._pool.put(key, conn)
+                return
+        opts = dict(ip=ip, host=host, port=port, helo=cfg.hostname, timeouts=self.timeouts)
         if relay is not None:
-            await send(tls=None, relay=relay, **kwargs)
-            return
+            conn = await connect(tls=None, relay=relay, **opts)
+        else:
+            try:
+                conn = await connect(tls=self._tls, policy=policy, **opts)
+            except TLSFailed as exc:  # never raised when the policy requires TLS
+                log.info("queue %s: %s; trying without TLS", group[0].queue_id, exc)
+                conn = await connect(tls=None, **opts)
         try:
-            await send(tls=self._tls, policy=policy, **kwargs)
-        except TLSFailed as exc:  # never raised when the policy requires TLS
-            log.info("queue %s: %s; trying without TLS", group[0].queue_id, exc)
-            await send(tls=None, **kwargs)
+            await transact(
+                conn, sender=sender, recipients=recipients, message=message,
+                timeouts=self.timeouts, record=record,
+            )  # fmt: skip
+        except BaseException:
+            close(conn)
+            raise
+        self._pool.put(key, conn)
 
     async def _record(
         self,
