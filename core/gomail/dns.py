@@ -126,6 +126,25 @@ def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:
         return 0.0
 
 
+async def _ask(
+    res: dns.asyncresolver.Resolver, qname: dns.name.Name, rdtype: str, name: str
+) -> dns.resolver.Answer:
+    """res.resolve, its failures turned into ours; NXDOMAIN is left to the caller (a cached
+    error for plain look-ups, an answer that may be a signed denial for secure ones)."""
+    try:
+        return await res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        raise
+    except dns.resolver.YXDOMAIN:
+        raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
+    except dns.resolver.LifetimeTimeout:
+        raise TemporaryDNSError(f"{name} {rdtype}: DNS time-out") from None
+    except dns.resolver.NoNameservers as exc:
+        raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
+    except dns.exception.DNSException as exc:
+        raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
+
+
 class Resolver:
     """Async look-ups. nameservers empty: the system's /etc/resolv.conf."""
 
@@ -198,19 +217,11 @@ class Resolver:
                 return value
             del self._cache[key]
         try:
-            answer = await self._res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+            answer = await _ask(self._res, qname, rdtype, name)
         except dns.resolver.NXDOMAIN as exc:
             err = NoSuchDomain(f"{name}: no such domain (NXDOMAIN)")
             self._remember(key, err, _negative_ttl(exc), MAX_NEGATIVE_TTL)
             raise err from None
-        except dns.resolver.YXDOMAIN:
-            raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
-        except dns.resolver.LifetimeTimeout:
-            raise TemporaryDNSError(f"{name} {rdtype}: DNS time-out") from None
-        except dns.resolver.NoNameservers as exc:
-            raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
-        except dns.exception.DNSException as exc:
-            raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
         ttl = answer.chaining_result.minimum_ttl  # NODATA: the SOA minimum (RFC 2308)
         if answer.rrset is None:
             self._remember(key, None, ttl, MAX_NEGATIVE_TTL)
@@ -237,21 +248,13 @@ class Resolver:
             del self._cache[key]
         plain = name.rstrip(".").lower()
         try:
-            answer = await self._sres.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+            answer = await _ask(self._sres, qname, rdtype, name)
         except dns.resolver.NXDOMAIN as exc:
             responses = list(exc.responses().values())
             secure = self.dnssec and bool(responses) and all(map(_authentic, responses))
             result = SecureAnswer(plain, rdtype, (), secure, True, plain)
             self._remember(key, result, _negative_ttl(exc), MAX_NEGATIVE_TTL)
             return result
-        except dns.resolver.YXDOMAIN:
-            raise PermanentDNSError(f"{name}: name too long after DNAME substitution") from None
-        except dns.resolver.LifetimeTimeout:
-            raise TemporaryDNSError(f"{name} {rdtype}: DNS time-out") from None
-        except dns.resolver.NoNameservers as exc:
-            raise TemporaryDNSError(f"{name} {rdtype}: no DNS server answered ({exc})") from None
-        except dns.exception.DNSException as exc:
-            raise TemporaryDNSError(f"{name} {rdtype}: DNS error: {exc}") from None
         secure = self.dnssec and _authentic(answer.response)
         canonical = answer.canonical_name.to_text(omit_final_dot=True).lower()
         ttl = answer.chaining_result.minimum_ttl
