@@ -8,36 +8,20 @@ are master-file lines relative to the zone (``@ MX 10 mx1``), SOA and NS are add
 ``Knot(tmp_path, zones, signed={"dane.test"})`` has knot sign those zones itself (DNSSEC,
 automatic ECDSA P-256 keys); ``ksk(zone)`` is then the zone's key-signing DNSKEY as a master-file
 line, the trust anchor a validating resolver needs (see tests/unboundbed.py).
+
+Starting, waiting and stopping are tests/daemonbed.py's, shared with unbound.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from daemonbed import Daemon
 
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
-
-
-def free_udp_tcp_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def knot_available() -> bool:
@@ -49,13 +33,13 @@ requires_knot = pytest.mark.skipif(
 )
 
 
-class Knot:
+class Knot(Daemon):
+    name, log_name = "knotd", "knot"
+
     def __init__(self, directory: Path, zones: dict[str, str], signed: Iterable[str] = ()) -> None:
-        self.dir = Path(directory)
+        super().__init__(directory)
         self.zones = zones
         self.signed = set(signed)
-        self.port = free_udp_tcp_port()
-        self.proc: subprocess.Popen | None = None
 
     def _write(self) -> None:
         zdir = self.dir / "zones"
@@ -94,34 +78,12 @@ class Knot:
             )
         (self.dir / "knot.conf").write_text("\n".join(conf) + "\n")
 
-    def start(self) -> Knot:
-        self._write()
-        self.log = open(self.dir / "knot.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [KNOTD, "-c", str(self.dir / "knot.conf")], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 15
+    def command(self) -> list[str]:
+        return [KNOTD, "-c", str(self.dir / "knot.conf")]
+
+    def _ready(self) -> bool:
         first = next(iter(self.zones))
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"knotd exited: {(self.dir / 'knot.log').read_text()}")
-            if self._answers(first) and all(self._signed(z) for z in self.signed):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("knotd did not answer within 15 s")
-
-    def _answers(self, zone: str) -> bool:
-        import dns.message
-        import dns.query
-        import dns.rcode
-
-        q = dns.message.make_query(f"{zone}.", "SOA")
-        try:
-            r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
-        except Exception:
-            return False
-        return r.rcode() == dns.rcode.NOERROR and bool(r.answer)
+        return self.answers(first) and all(self._signed(z) for z in self.signed)
 
     def _signed(self, zone: str) -> bool:
         return bool(self.dnskeys(zone))
@@ -143,15 +105,3 @@ class Knot:
     def ksk(self, zone: str) -> str:
         """The key-signing key (flags 257) of a signed zone, as a master-file line."""
         return next(k for k in self.dnskeys(zone) if k.split()[2] == "257")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        with contextlib.suppress(Exception):
-            self.log.close()

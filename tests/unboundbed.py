@@ -7,19 +7,18 @@ unbound.conf in tmp_path (no chroot, no user switch, no root hints, no remote co
 the zones given a trust anchor (a DNSKEY or DS master-file line) are validated, so answers from
 them carry the AD bit, and any other zone is insecure (no root anchor: nothing above them is
 trusted). ``test.`` is one of unbound's default local zones (RFC 6761), turned off here.
+Starting, waiting and stopping are tests/daemonbed.py's, shared with knot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from knotbed import Knot, free_udp_tcp_port
+from daemonbed import Daemon
+from knotbed import Knot
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 
@@ -33,13 +32,13 @@ requires_unbound = pytest.mark.skipif(
 )
 
 
-class Unbound:
+class Unbound(Daemon):
+    name = log_name = "unbound"
+
     def __init__(self, directory: Path, knot: Knot, anchors: Iterable[str] = ()) -> None:
-        self.dir = Path(directory)
+        super().__init__(directory)
         self.knot = knot
         self.anchors = list(anchors)
-        self.port = free_udp_tcp_port()
-        self.proc: subprocess.Popen | None = None
 
     def _write(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -82,45 +81,8 @@ class Unbound:
             ]
         (self.dir / "unbound.conf").write_text("\n".join(conf) + "\n")
 
-    def start(self) -> Unbound:
-        self._write()
-        self.log = open(self.dir / "unbound.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [UNBOUND, "-d", "-c", str(self.dir / "unbound.conf")],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        first = next(iter(self.knot.zones))
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"unbound exited: {(self.dir / 'unbound.log').read_text()}")
-            if self._answers(first):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("unbound did not answer within 15 s")
+    def command(self) -> list[str]:
+        return [UNBOUND, "-d", "-c", str(self.dir / "unbound.conf")]
 
-    def _answers(self, zone: str) -> bool:
-        import dns.message
-        import dns.query
-        import dns.rcode
-
-        q = dns.message.make_query(f"{zone}.", "SOA")
-        try:
-            r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
-        except Exception:
-            return False
-        return r.rcode() == dns.rcode.NOERROR and bool(r.answer)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        with contextlib.suppress(Exception):
-            self.log.close()
+    def _ready(self) -> bool:
+        return self.answers(next(iter(self.knot.zones)))

@@ -9,6 +9,7 @@ import threading
 import dns.message
 import dns.rcode
 import pytest
+from daemonbed import free_udp_tcp_port
 from gomail.config import load_config
 from gomail.dns import (
     MXHost,
@@ -20,7 +21,7 @@ from gomail.dns import (
     TemporaryDNSError,
 )
 from gomail.yamlfile import ConfigError
-from knotbed import Knot, free_udp_tcp_port, requires_knot
+from knotbed import Knot, requires_knot
 
 pytestmark = requires_knot
 
