@@ -5,7 +5,7 @@ names the program (``name``, also the base of its log file's name), writes its c
 (``_write()``), gives its command line (``command()``) and says when it is ready
 (``_ready()``). ``start()`` writes the configuration, starts the command in the foreground
 with its output in ``<dir>/<log_name>.log``, and waits up to 15 s until it is ready; ``stop()``
-ends it by its PID.
+ends it by its PID. ``with X(...).start() as x:`` stops it on leaving the block.
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ class Daemon:
         except Exception:
             return False
         return r.rcode() == dns.rcode.NOERROR and bool(r.answer)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -9,13 +9,17 @@ are master-file lines relative to the zone (``@ MX 10 mx1``), SOA and NS are add
 automatic ECDSA P-256 keys); ``ksk(zone)`` is then the zone's key-signing DNSKEY as a master-file
 line, the trust anchor a validating resolver needs (see tests/unboundbed.py).
 
+In a test module, ``knot = knot_fixture(ZONES)`` is a module-scoped fixture ``knot``: one such
+server for the module's tests; ``with Knot(tmp_path, zones).start() as knot:`` is one for a
+block.
+
 Starting, waiting and stopping are tests/daemonbed.py's, shared with unbound.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,17 @@ def knot_available() -> bool:
 requires_knot = pytest.mark.skipif(
     not knot_available(), reason="knotd not installed (apt-get install knot)"
 )
+
+
+def knot_fixture(zones: dict[str, str]):
+    """A module-scoped fixture: knot serving zones, started once for the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def knot(tmp_path_factory) -> Iterator[Knot]:
+        with Knot(tmp_path_factory.mktemp("knot"), zones).start() as server:
+            yield server
+
+    return knot
 
 
 class Knot(Daemon):

@@ -20,7 +20,7 @@ from gomail.dns import Resolver
 from gomail.plugins import PluginManager
 from gomail.store import Delivery
 from gomail.store.sqlite import SqliteStore
-from knotbed import Knot, requires_knot
+from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers, free_port_on
 
 pytestmark = requires_knot
@@ -107,11 +107,7 @@ class BadMX:
             writer.close()
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
-    yield server
-    server.stop()
+knot = knot_fixture(ZONES)
 
 
 @pytest.fixture

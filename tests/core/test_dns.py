@@ -21,7 +21,7 @@ from gomail.dns import (
     TemporaryDNSError,
 )
 from gomail.yamlfile import ConfigError
-from knotbed import Knot, requires_knot
+from knotbed import Knot, knot_fixture, requires_knot
 
 pytestmark = requires_knot
 
@@ -39,11 +39,7 @@ ZONES = {
 }
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
-    yield server
-    server.stop()
+knot = knot_fixture(ZONES)
 
 
 @pytest.fixture
@@ -164,12 +160,9 @@ async def test_second_lookup_comes_from_the_cache(resolver):
 
 
 async def test_cache_answers_with_the_server_gone(tmp_path):
-    server = Knot(tmp_path, {"gone.test": "@ MX 10 mx\nmx A 127.0.0.9\n"}).start()
-    try:
+    with Knot(tmp_path, {"gone.test": "@ MX 10 mx\nmx A 127.0.0.9\n"}).start() as server:
         res = Resolver(["127.0.0.1"], server.port, timeout=0.5)
         assert await res.mx("gone.test") == [MXHost(10, "mx.gone.test")]
-    finally:
-        server.stop()
     assert await res.mx("gone.test") == [MXHost(10, "mx.gone.test")]
     with pytest.raises(TemporaryDNSError):  # never asked before: goes to the (dead) server
         await res.addresses("mx.gone.test")

@@ -21,7 +21,7 @@ from gomail.plugins import PluginManager
 from gomail.store import Delivery
 from gomail.store.sqlite import SqliteStore
 from gomail.verdict import Verdict
-from knotbed import Knot, requires_knot
+from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers
 
 pytestmark = requires_knot
@@ -74,11 +74,7 @@ class Policy:
         return None
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
-    yield server
-    server.stop()
+knot = knot_fixture(ZONES)
 
 
 @pytest.fixture(scope="module")

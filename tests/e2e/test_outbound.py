@@ -14,7 +14,7 @@ import time
 
 import pytest
 from aiosmtpd.controller import Controller
-from knotbed import Knot, requires_knot
+from knotbed import knot_fixture, requires_knot
 from mxbed import Sink, free_port_on
 
 pytestmark = requires_knot
@@ -24,11 +24,7 @@ ZONES = {"remote.test": "@ MX 10 mx\nmx A 127.0.0.2\n"}
 WAIT = 15.0  # seconds, the most any delivery may take here
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
-    yield server
-    server.stop()
+knot = knot_fixture(ZONES)
 
 
 @pytest.fixture

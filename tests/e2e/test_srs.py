@@ -11,7 +11,7 @@ address is refused at RCPT.
 from __future__ import annotations
 
 import pytest
-from knotbed import Knot, requires_knot
+from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers, Sink
 
 pytestmark = requires_knot
@@ -24,11 +24,7 @@ ZONES = {
 WAIT = 15.0  # seconds, the most any delivery may take here
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), ZONES).start()
-    yield server
-    server.stop()
+knot = knot_fixture(ZONES)
 
 
 @pytest.fixture

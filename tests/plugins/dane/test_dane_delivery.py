@@ -128,16 +128,11 @@ def pki():
 
 @pytest.fixture(scope="module")
 def dnsbed(tmp_path_factory, pki):
-    knot = Knot(tmp_path_factory.mktemp("knot"), pki.zones(), signed={"dane.test"}).start()
-    try:
-        unbound = Unbound(tmp_path_factory.mktemp("unbound"), knot, [knot.ksk("dane.test")])
-        unbound.start()
-    except BaseException:
-        knot.stop()
-        raise
-    yield unbound
-    unbound.stop()
-    knot.stop()
+    with (
+        Knot(tmp_path_factory.mktemp("knot"), pki.zones(), signed={"dane.test"}).start() as knot,
+        Unbound(tmp_path_factory.mktemp("unbound"), knot, [knot.ksk("dane.test")]).start() as ub,
+    ):
+        yield ub
 
 
 @pytest.fixture

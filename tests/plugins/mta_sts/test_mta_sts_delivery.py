@@ -31,7 +31,7 @@ from gomail.server import load_plugins
 from gomail.store import Delivery
 from gomail.store.sqlite import SqliteStore
 from gomail_mta_sts import NAMESPACE, Policy, policies_of
-from knotbed import Knot, requires_knot
+from knotbed import Knot, knot_fixture, requires_knot
 from mxbed import MXServers, free_port_on
 
 pytestmark = requires_knot
@@ -83,11 +83,7 @@ def ca_file(ca, tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    server = Knot(tmp_path_factory.mktemp("knot"), {"test": zone({})}).start()
-    yield server
-    server.stop()
+knot = knot_fixture({"test": zone({})})
 
 
 def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -383,12 +379,9 @@ async def test_new_txt_id_refetches_and_none_replaces_enforce(env, tmp_path):
     await env.enqueue("bob@change.test", qid="Q1")
     await env.new_runner().run_once()
     assert env.got(BAD) == []  # enforced
-    knot2 = Knot(tmp_path / "knot2", {"test": zone({"change": "2"})}).start()
-    try:
+    with Knot(tmp_path / "knot2", {"test": zone({"change": "2"})}).start() as knot2:
         env.web.serve("change", policy("none"))
         await env.new_runner(knot2.port).run_once(time.time() + 3600)
-    finally:
-        knot2.stop()
     assert env.got(BAD) == [["bob@change.test"]]
     assert env.web.requests == ["change", "change"]
     p = Policy.from_json(await env.store.plugin_get(NAMESPACE, "change.test"))
@@ -399,12 +392,9 @@ async def test_failed_refetch_keeps_the_cached_policy(env, tmp_path, sts_log):
     env.web.serve("change", policy("enforce", "good.mx.test"))
     await env.enqueue("bob@change.test", qid="Q1")
     await env.new_runner().run_once()
-    knot2 = Knot(tmp_path / "knot2", {"test": zone({"change": "3"})}).start()
-    try:
+    with Knot(tmp_path / "knot2", {"test": zone({"change": "3"})}).start() as knot2:
         env.web.serve("change", "garbage", ctype="text/html")  # the new policy is not usable
         await env.new_runner(knot2.port).run_once(time.time() + 3600)
-    finally:
-        knot2.stop()
     assert env.got(BAD) == []  # the old enforce policy still holds
     assert env.web.requests == ["change", "change"]
     assert any("stays" in w for w in warnings_of(sts_log))
