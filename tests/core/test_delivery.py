@@ -16,12 +16,11 @@ from aiosmtpd.controller import Controller
 from gomail.app import App
 from gomail.config import Config
 from gomail.delivery import QueueRunner, strip_return_path
-from gomail.dns import Resolver
-from gomail.plugins import PluginManager
 from gomail.store import Delivery, LocalDelivery
 from gomail.store.sqlite import SqliteStore
 from knotbed import knot_fixture, requires_knot
 from mxbed import Sink, free_port_on
+from queuebed import delivery_config, make_app, open_store
 
 pytestmark = requires_knot
 
@@ -70,16 +69,9 @@ class Env:
 @pytest.fixture
 async def env(tmp_path, knot, mx):
     port, sinks = mx
-    config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
-    config.delivery_port = port
-    config.delivery_connect_timeout = 3
-    config.delivery_command_timeout = 5
-    config.delivery_data_timeout = 5
-    store = SqliteStore(config.data_dir)
-    await store.open()
-    await store.add_domain("local.test")
-    await store.add_user("alice@local.test", "x", None)
-    app = App(config, PluginManager(), None, store, dns=Resolver(["127.0.0.1"], knot.port, 3))
+    config = delivery_config(tmp_path, port)
+    store = await open_store(config)
+    app = make_app(config, store, knot.port)
     runner = QueueRunner(app)
     e = Env(app, runner, sinks)
     yield e

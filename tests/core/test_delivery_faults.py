@@ -13,15 +13,11 @@ import contextlib
 import time
 
 import pytest
-from gomail.app import App
-from gomail.config import Config
 from gomail.delivery import QueueRunner
-from gomail.dns import Resolver
-from gomail.plugins import PluginManager
 from gomail.store import Delivery
-from gomail.store.sqlite import SqliteStore
 from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers, free_port_on
+from queuebed import delivery_config, make_app, open_store
 
 pytestmark = requires_knot
 
@@ -116,14 +112,9 @@ async def env(tmp_path, knot):
     bad = BadMX(port)
     await bad.start()
     good = MXServers([GOOD_IP], port).start()
-    config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
-    config.delivery_port = port
-    config.delivery_connect_timeout = 2
-    config.delivery_command_timeout = 2
-    config.delivery_data_timeout = 2
-    store = SqliteStore(config.data_dir)
-    await store.open()
-    app = App(config, PluginManager(), None, store, dns=Resolver(["127.0.0.1"], knot.port, 3))
+    config = delivery_config(tmp_path, port, connect=2, command=2, data=2)
+    store = await open_store(config, domains=(), users=())
+    app = make_app(config, store, knot.port)
     app.emit = lambda name, **data: None
     runner = QueueRunner(app)
     yield app, runner, bad, good

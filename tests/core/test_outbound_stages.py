@@ -11,18 +11,16 @@ import time
 
 import pytest
 import trustme
-from gomail.app import App
-from gomail.config import Config
 from gomail.delivery import QueueRunner
 from gomail.delivery.policy import PeerTLS
-from gomail.dns import MXHost, Resolver
+from gomail.dns import MXHost
 from gomail.pipeline import load_pipelines
 from gomail.plugins import PluginManager
 from gomail.store import Delivery
-from gomail.store.sqlite import SqliteStore
 from gomail.verdict import Verdict
 from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers
+from queuebed import delivery_config, make_app, open_store, outbound_pipelines
 
 pytestmark = requires_knot
 
@@ -123,24 +121,15 @@ outbound:
 
 @pytest.fixture
 async def env(tmp_path, knot, mx):
-    config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
-    config.delivery_port = mx.port
-    config.delivery_connect_timeout = 3
-    config.delivery_command_timeout = 5
-    config.delivery_data_timeout = 5
-    store = SqliteStore(config.data_dir)
-    await store.open()
-    await store.add_domain("local.test")
-    await store.add_user("alice@local.test", "x", None)
+    config = delivery_config(tmp_path, mx.port)
+    store = await open_store(config)
     plugins = PluginManager()
     plugins.load_entrypoints()
     router, policy = Router(), Policy()
     plugins.register(router, "router")
     plugins.register(policy, "policy")
-    path = tmp_path / "pipelines.yaml"
-    path.write_text(OUTBOUND)
-    pipes = load_pipelines(path, plugins, 30.0)
-    app = App(config, plugins, pipes, store, dns=Resolver(["127.0.0.1"], knot.port, 3))
+    pipes = outbound_pipelines(tmp_path, OUTBOUND, plugins)
+    app = make_app(config, store, knot.port, plugins, pipes)
     runner = QueueRunner(app)
     yield Env(app, runner, mx, router, policy)
     await runner.stop()

@@ -18,16 +18,13 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from gomail.app import App
-from gomail.config import Config
 from gomail.delivery import QueueRunner
 from gomail.dns import Resolver
-from gomail.pipeline import load_pipelines
 from gomail.plugins import PluginManager
 from gomail.store import Delivery
-from gomail.store.sqlite import SqliteStore
 from knotbed import Knot, requires_knot
 from mxbed import MXServers
+from queuebed import delivery_config, make_app, open_store, outbound_pipelines
 from unboundbed import Unbound, requires_unbound
 
 pytestmark = [requires_knot, requires_unbound]
@@ -174,21 +171,13 @@ async def make_env(tmp_path, dnsbed, mx):
     made = []
 
     async def make(tls_policy: str = "[dane]", dnssec: bool = True) -> Env:
-        config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
-        config.delivery_port = mx.port
-        config.delivery_connect_timeout = 3
-        config.delivery_command_timeout = 5
-        config.delivery_data_timeout = 5
-        store = SqliteStore(config.data_dir)
-        await store.open()
-        await store.add_domain("local.test")
+        config = delivery_config(tmp_path, mx.port)
+        store = await open_store(config, users=())
         plugins = PluginManager()
         plugins.load_entrypoints()
-        path = tmp_path / "pipelines.yaml"
-        path.write_text(f"pipelines: {{}}\noutbound:\n  tls_policy: {tls_policy}\n")
-        pipes = load_pipelines(path, plugins, 30.0)
-        dns = Resolver(["127.0.0.1"], dnsbed.port, 3, dnssec=dnssec)
-        app = App(config, plugins, pipes, store, dns=dns)
+        text = f"pipelines: {{}}\noutbound:\n  tls_policy: {tls_policy}\n"
+        pipes = outbound_pipelines(tmp_path, text, plugins)
+        app = make_app(config, store, dnsbed.port, plugins, pipes, dnssec=dnssec)
         app.emit = lambda name, **data: None
         env = Env(app, QueueRunner(app), mx)
         made.append(env)

@@ -22,17 +22,14 @@ import time
 import pytest
 import trustme
 from aiohttp import web
-from gomail.app import App
-from gomail.config import Config
 from gomail.delivery import QueueRunner
-from gomail.dns import Resolver
 from gomail.pipeline import load_pipelines
 from gomail.server import load_plugins
 from gomail.store import Delivery
-from gomail.store.sqlite import SqliteStore
 from gomail_mta_sts import NAMESPACE, Policy, policies_of
 from knotbed import Knot, knot_fixture, requires_knot
 from mxbed import MXServers, free_port_on
+from queuebed import delivery_config, make_app, open_store, outbound_pipelines
 
 pytestmark = requires_knot
 
@@ -159,27 +156,21 @@ async def policy_web(ca):
 class Env:
     """A store, and apps/runners on it (``new_runner`` for a restart on the same store)."""
 
-    def __init__(self, tmp_path, knot, mx, web, ca_file) -> None:
+    def __init__(self, tmp_path, config, store, knot, mx, web, ca_file) -> None:
         self.tmp, self.knot, self.mx, self.web, self.ca_file = tmp_path, knot, mx, web, ca_file
-        self.config = Config(data_dir=tmp_path / "data", hostname="mx.local.test")
-        self.config.delivery_port = mx.port
-        self.config.delivery_connect_timeout = 3
-        self.config.delivery_command_timeout = 5
-        self.config.delivery_data_timeout = 5
-        self.store = SqliteStore(self.config.data_dir)
+        self.config, self.store = config, store
         self.runners: list[QueueRunner] = []
-        path = tmp_path / "pipeline.yaml"
-        path.write_text(
+        text = (
             "outbound:\n"
             f"  tls_policy: [{{mta-sts: {{ca_file: {ca_file}, https_port: {web.port},"
             " fetch_timeout: 5}}]\n"
         )
         self.plugins = load_plugins()
-        self.pipes = load_pipelines(path, self.plugins, 30)
+        self.pipes = outbound_pipelines(tmp_path, text, self.plugins)
 
     def new_runner(self, dns_port: int | None = None) -> QueueRunner:
-        dns = Resolver(["127.0.0.1"], dns_port or self.knot.port, 3)
-        app = App(self.config, self.plugins, self.pipes, self.store, dns=dns)
+        port = dns_port or self.knot.port
+        app = make_app(self.config, self.store, port, self.plugins, self.pipes)
         app.emit = lambda name, **data: None
         runner = QueueRunner(app)
         self.runners.append(runner)
@@ -202,10 +193,8 @@ class Env:
 
 @pytest.fixture
 async def env(tmp_path, knot, mx, policy_web, ca_file):
-    e = Env(tmp_path, knot, mx, policy_web, ca_file)
-    await e.store.open()
-    await e.store.add_domain("local.test")
-    await e.store.add_user("alice@local.test", "x", None)
+    config = delivery_config(tmp_path, mx.port)
+    e = Env(tmp_path, config, await open_store(config), knot, mx, policy_web, ca_file)
     yield e
     for r in e.runners:
         await r.stop()
