@@ -77,12 +77,30 @@ import threading
 import time
 from pathlib import Path
 
-from benchproc import descendants, free_port, kill_all, log, spawn, stop, tail
+from benchproc import (
+    TICK,
+    clean_up,
+    descendants,
+    exit_on_signals,
+    format_table,
+    free_port,
+    gomail_bin,
+    gomail_listeners,
+    kill_all,
+    log,
+    report_profile,
+    settle,
+    spawn,
+    start_pyspy,
+    stop,
+    tail,
+    wait_greeting,
+    write_json,
+)
 from smtp_inject import ALIAS_DOMAIN, SENDER, alias_of, destination_of, message
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-BIN = Path(PY).parent  # the venv's bin/: gomail's console script lives beside its python
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 POSTSUPER = "/usr/sbin/postsuper"
@@ -91,38 +109,11 @@ POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 MODES = ("e2e", "drain")
 MTAS = ("gomail", "postfix")
-TICK = os.sysconf("SC_CLK_TCK")
 SEQ_MARK = b"\nX-Bench-Seq: "
 
 
 def mx_address(domain_no: int, addresses: int) -> str:
     return f"127.0.2.{domain_no % addresses + 1}"
-
-
-def wait_greeting(proc: subprocess.Popen | None, port: int, timeout: float, logfile: Path):
-    """Poll 127.0.0.1:port until it greets with 220; fail if proc exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"exited with {proc.returncode} before listening; {logfile}: "
-                + " | ".join(tail(logfile, 3).splitlines())
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(5)
-                banner = s.recv(512)
-                with contextlib.suppress(OSError):
-                    s.sendall(b"QUIT\r\n")
-                    s.recv(512)
-            if banner.startswith(b"220"):
-                return
-            last = f"banner {banner[:80]!r}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} not ready after {timeout:.0f}s ({last}); log {logfile}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,8 +415,15 @@ class Mta:
     def left_in_queue(self) -> int | None:
         return None
 
+    deferral_mark = ""  # what the MTA logs once per deferred delivery
+
     def deferrals(self) -> int:
-        return 0
+        if not self.deferral_mark:
+            return 0
+        try:
+            return self.logfile.read_text(errors="replace").count(self.deferral_mark)
+        except OSError:
+            return 0
 
 
 @dataclasses.dataclass
@@ -435,13 +433,9 @@ class Ctx:
     sink_port: int = 0
 
 
-def gomail_bin() -> str:
-    exe = BIN / "gomail"
-    return str(exe) if exe.exists() else (shutil.which("gomail") or str(exe))
-
-
 class Gomail(Mta):
     name = "gomail"
+    deferral_mark = ": deferred "
 
     def available(self) -> str | None:
         try:
@@ -469,10 +463,7 @@ class Gomail(Mta):
         config.write_text(json.dumps(doc) + "\n")  # JSON is YAML
         self.port = free_port()
         argv = [gomail_bin(), "--data", str(self.data), "--config", str(config), "run"]
-        argv += ["--listen", f"mx=127.0.0.1:{self.port}"]
-        argv += ["--listen", f"submission=127.0.0.1:{free_port()}"]
-        argv += ["--listen", f"smtps=127.0.0.1:{free_port()}"]
-        self.argv = argv
+        self.argv = argv + gomail_listeners(self.port)
         self.spawned = 0.0
         if not drain:
             self.launch()
@@ -483,7 +474,7 @@ class Gomail(Mta):
         self.ready_after = None
 
     def wait_ready(self) -> None:
-        wait_greeting(self.proc, self.port, 60, self.logfile)
+        wait_greeting(self.proc, self.port, 60, self.logfile, interval=0.05)
         self.ready_after = time.time() - self.spawned
 
     def release(self) -> None:
@@ -535,12 +526,6 @@ class Gomail(Mta):
         except sqlite3.Error:
             return None
 
-    def deferrals(self) -> int:
-        try:
-            return self.logfile.read_text(errors="replace").count(": deferred ")
-        except OSError:
-            return 0
-
 
 MASTER_CF = """\
 {listen} inet n - n - - smtpd
@@ -568,6 +553,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class Postfix(Mta):
     name = "postfix"
+    deferral_mark = "status=deferred"
 
     def available(self) -> str | None:
         for exe in (POSTFIX, POSTSUPER, POSTQUEUE, f"{POSTFIX_DAEMONS}/master"):
@@ -635,7 +621,7 @@ class Postfix(Mta):
         if res.returncode != 0:
             raise RuntimeError(f"postfix check failed: {tail(self.logfile, 3)} {res.stderr}")
         self.proc = spawn([POSTFIX, "-c", str(self.conf), "start-fg"], base / "start-fg.log")
-        wait_greeting(self.proc, self.port, 60, self.logfile)
+        wait_greeting(self.proc, self.port, 60, self.logfile, interval=0.05)
 
     def wait_ready(self) -> None:
         pass
@@ -663,12 +649,6 @@ class Postfix(Mta):
         for sub in ("incoming", "active", "deferred", "hold", "maildrop"):
             n += sum(len(files) for _, _, files in os.walk(self.queue / sub))
         return n
-
-    def deferrals(self) -> int:
-        try:
-            return self.logfile.read_text(errors="replace").count("status=deferred")
-        except OSError:
-            return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,7 +724,7 @@ def one_run(mta: Mta, mode: str, run: int, ctx: Ctx, root: Path, spy: Path | Non
                 raise RuntimeError("mail reached the sinks while held")
         if not drain:
             mta.wait_ready()
-        settle(args.settle)
+        settle(args.settle, window=0.5)
         cpu0 = 0.0
         if mta.proc is not None:
             sampler = Sampler(mta.proc.pid)
@@ -759,7 +739,7 @@ def one_run(mta: Mta, mode: str, run: int, ctx: Ctx, root: Path, spy: Path | Non
         else:
             injector = inject(mta.port, args, workdir)
         if spy is not None:
-            spy_proc = start_spy(mta.proc.pid, spy)
+            spy_proc = start_pyspy(mta.proc.pid, spy)
         if drain and isinstance(mta, Gomail):
             mta.wait_ready()
             res.startup = mta.ready_after
@@ -827,50 +807,14 @@ def one_run(mta: Mta, mode: str, run: int, ctx: Ctx, root: Path, spy: Path | Non
     return res
 
 
-def start_spy(pid: int, outdir: Path) -> subprocess.Popen:
-    from smtp_accept import pyspy_argv
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    argv = [*pyspy_argv(), "record", "--pid", str(pid), "--format", "raw", "--function"]
-    argv += ["--threads", "--rate", "100", "--output", str(outdir / "profile.raw.txt")]
-    return spawn(argv, outdir / "py-spy.log")
-
-
 def profile(mode: str, ctx: Ctx, root: Path) -> None:
     """One more gomail run of mode under py-spy; the summary as smtp_accept.py --profile."""
-    from smtp_accept import flamegraph_svg, read_collapsed, top_functions
-
     outdir = Path(ctx.args.profile_dir).resolve()
     log(f"profiling gomail {mode} with py-spy into {outdir}")
     res = one_run(Gomail(), mode, 0, ctx, root, spy=outdir)
     log(f"  profiled run: {describe(res)}  (slowed by sampling; not in the table)")
-    raw = outdir / "profile.raw.txt"
-    if not raw.exists():
-        log(f"  no profile written; see {outdir / 'py-spy.log'}")
-        return
-    stacks = read_collapsed(raw)
     title = f"gomail outbound {mode}, {ctx.args.messages} messages"
-    (outdir / "flamegraph.svg").write_text(flamegraph_svg(stacks, title))
-    summary = top_functions(stacks)
-    (outdir / "top.txt").write_text(summary + "\n")
-    print(f"\nTop 25 functions by self time in gomail ({title}):\n{summary}")
-    print(f"flamegraph: {outdir / 'flamegraph.svg'}\nraw stacks: {raw}")
-
-
-def busy_seconds() -> float:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK
-
-
-def settle(limit: float, threshold: float = 0.3) -> None:
-    """Wait up to `limit` s for the machine to be quiet (under `threshold` cores busy for 0.5 s)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        before = busy_seconds()
-        time.sleep(0.5)
-        if (busy_seconds() - before) / 0.5 < threshold:
-            return
+    report_profile(outdir, "gomail", title)
 
 
 def describe(r: Result) -> str:
@@ -930,27 +874,14 @@ def table(results: list[Result], names: list[str], modes: list[str]) -> str:
                 ]
             )
             notes += [f"{name} {mode} run {r.run}: {r.error}" for r in rs if r.error]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    out = []
-    for i, r in enumerate(rows):
-        out.append(
-            "  ".join(
-                c.ljust(w) if j < 2 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
+    ratios = []
     for mode in modes:
         g = [r.rate for r in results if r.ok and r.mta == "gomail" and r.mode == mode]
         p = [r.rate for r in results if r.ok and r.mta == "postfix" and r.mode == mode]
         if g and p:
             ratio = statistics.median(g) / statistics.median(p)
-            out.append(f"{mode}: gomail/postfix rate {ratio:.2f} (target >= 0.5)")
-    if notes:
-        out.append("")
-        out += [f"! {n}" for n in notes]
-    return "\n".join(out)
+            ratios.append(f"{mode}: gomail/postfix rate {ratio:.2f} (target >= 0.5)")
+    return format_table(rows, notes, after=ratios)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1043,8 +974,7 @@ def main() -> int:
         f"work dir {root}; {args.messages} messages of ~{args.size} bytes to {args.domains} domains"
         f" on {args.mx_addresses} MX addresses; {args.sessions} injector sessions"
     )
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+    exit_on_signals()
     try:
         knot = Knot(root / "knot", args.domains, args.mx_addresses).start()
         ctx = Ctx(args, knot)
@@ -1059,11 +989,7 @@ def main() -> int:
     except KeyboardInterrupt:
         log("interrupted")
     finally:
-        kill_all()
-        if not args.keep and all(r.ok for r in results):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            log(f"run directories kept under {root}")
+        clean_up(root, keep=args.keep or not all(r.ok for r in results))
 
     if results:
         print()
@@ -1073,10 +999,7 @@ def main() -> int:
             f" {args.runs} run(s); {os.cpu_count()} CPUs; gomail {checkout()}"
         )
         print(table(results, [m.name for m in mtas], modes))
-    if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps([dataclasses.asdict(r) for r in results], indent=1)
-        )
+    write_json(args.json_out, results)
     return 0 if results and all(r.ok for r in results) else 1
 
 

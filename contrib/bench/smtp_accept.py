@@ -17,60 +17,49 @@ Everything listens on 127.0.0.1; every wait is bounded; every child is killed at
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from benchproc import free_port, kill_all, log, spawn, stop, tail
+from benchproc import (
+    TICK,
+    busy_seconds,
+    clean_up,
+    exit_on_signals,
+    format_table,
+    free_port,
+    gomail_bin,
+    gomail_listeners,
+    kill_all,
+    log,
+    report_profile,
+    settle,
+    spawn,
+    start_pyspy,
+    stop,
+    tail,
+    wait_greeting,
+    write_json,
+)
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-BIN = Path(PY).parent  # the venv's bin/: gomail's console script lives beside its python
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SENDER = "from@bench.example"
 RECIPIENT = "to@example.org"
 DOMAIN = "example.org"
 MODES = {"per-connection": [], "reused": ["-d"]}
-
-
-def wait_ready(proc: subprocess.Popen, port: int, timeout: float, logfile: Path) -> None:
-    """Poll 127.0.0.1:port until it greets with 220; fail if the server exits or times out."""
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {proc.returncode} before listening; log {logfile}: "
-                + " | ".join(tail(logfile, 3).splitlines())
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(5)
-                banner = s.recv(512)
-                with contextlib.suppress(OSError):
-                    s.sendall(b"QUIT\r\n")
-                    s.recv(512)
-            if banner.startswith(b"220"):
-                return
-            last = f"banner {banner[:80]!r}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} not ready after {timeout:.0f}s ({last}); log {logfile}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +91,7 @@ class Target:
         logfile = workdir / "server.log"
         proc = spawn(self.argv(workdir, port), logfile, cwd=workdir)
         try:
-            wait_ready(proc, port, self.ready_timeout, logfile)
+            wait_greeting(proc, port, self.ready_timeout, logfile)
         except BaseException:
             stop(proc, signal.SIGKILL, grace=5)
             raise
@@ -151,11 +140,6 @@ class AiosmtpdSqlite(Target):
             return db.execute("SELECT count(*) FROM messages").fetchone()[0]
         finally:
             db.close()
-
-
-def gomail_bin() -> str:
-    exe = BIN / "gomail"
-    return str(exe) if exe.exists() else (shutil.which("gomail") or str(exe))
 
 
 class Gomail(Target):
@@ -223,10 +207,7 @@ class Gomail(Target):
             config = workdir / "config.yaml"
             config.write_text(f"pipeline: {json.dumps(str(pipeline))}\n")
             argv += ["--config", str(config)]
-        argv += ["run", "--listen", f"mx=127.0.0.1:{port}"]
-        argv += ["--listen", f"submission=127.0.0.1:{free_port()}"]
-        argv += ["--listen", f"smtps=127.0.0.1:{free_port()}"]
-        return argv
+        return [*argv, "run", *gomail_listeners(port)]
 
     def stored(self, server: Server) -> int | None:
         data = server.workdir / "data"
@@ -392,16 +373,6 @@ class Result:
     error: str = ""
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def busy_seconds() -> float:
-    """CPU time all CPUs have spent busy since boot (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK  # all but idle and iowait (guest is in user)
-
-
 def process_seconds(pid: int) -> float:
     """CPU time (user + system) of one live process."""
     try:
@@ -439,23 +410,8 @@ def run_source(port: int, mode: str, args, workdir: Path) -> tuple[int | None, f
     return status, seconds, errfile.read_text(errors="replace")
 
 
-def settle(limit: float, threshold: float = 0.3) -> None:
-    """Wait up to `limit` s for the machine to be quiet (under `threshold` cores busy for 1 s)."""
-    deadline = time.monotonic() + limit
-    while True:
-        before = busy_seconds()
-        time.sleep(1.0)
-        busy = busy_seconds() - before
-        if busy < threshold:
-            return
-        if time.monotonic() >= deadline:
-            log(f"  machine still busy ({busy:.2f} cores) after {limit:.0f}s: running anyway")
-            return
-
-
 def one_run(target: Target, mode: str, run: int, args, root: Path, spy=None) -> Result:
-    if args.settle > 0:
-        settle(args.settle)
+    settle(args.settle)
     workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-{mode}-{run}-", dir=root))
     res = Result(target.name, mode, run, ok=False, load=os.getloadavg()[0])
     server = None
@@ -524,24 +480,11 @@ def describe(res: Result) -> str:
 # Profile
 
 
-def pyspy_argv() -> list[str]:
-    exe = shutil.which("py-spy")
-    if exe:
-        return [exe]
-    uvx = shutil.which("uvx")
-    if uvx:
-        return [uvx, "py-spy"]
-    return [shutil.which("uv") or "uv", "tool", "run", "py-spy"]
-
-
 def make_spy(outdir: Path, rate: int):
     """A hook for one_run: attach py-spy to the server, return a callable that stops it."""
-    raw = outdir / "profile.raw.txt"
 
     def attach(server: Server):
-        argv = [*pyspy_argv(), "record", "--pid", str(server.proc.pid), "--format", "raw"]
-        argv += ["--function", "--threads", "--rate", str(rate), "--output", str(raw)]
-        proc = spawn(argv, outdir / "py-spy.log")
+        proc = start_pyspy(server.proc.pid, outdir, rate)
         time.sleep(1.0)  # let it attach before the load starts
         if proc.poll() is not None:
             raise RuntimeError(f"py-spy exited {proc.returncode}: {tail(outdir / 'py-spy.log')}")
@@ -554,111 +497,13 @@ def make_spy(outdir: Path, rate: int):
     return attach
 
 
-def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
-    stacks = []
-    for line in path.read_text(errors="replace").splitlines():
-        frames, _, count = line.rpartition(" ")
-        if frames and count.isdigit():
-            stacks.append((frames.split(";"), int(count)))
-    return stacks
-
-
-def top_functions(stacks, n: int = 25) -> str:
-    """Per-thread shares, then the n functions with most self time (py-spy --threads stacks)."""
-    total = sum(c for _, c in stacks) or 1
-    self_t: dict[str, int] = defaultdict(int)
-    incl: dict[str, int] = defaultdict(int)
-    threads: dict[str, int] = defaultdict(int)
-    for frames, c in stacks:
-        if frames[0].startswith("thread ("):
-            # "thread (TID): NAME": TIDs differ between runs, names say which thread it is
-            threads[frames[0].partition(": ")[2] or frames[0]] += c
-            frames = frames[1:] or frames
-        self_t[frames[-1]] += c
-        for f in set(frames):
-            incl[f] += c
-    lines = [f"busy samples: {total} (100% = all busy time of the server process)"]
-    for name, c in sorted(threads.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  thread {name}: {100 * c / total:.1f}%")
-    lines.append(f"{'self%':>6} {'total%':>7}  function (file:line)")
-    for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:n]:
-        lines.append(f"{100 * c / total:6.1f} {100 * incl[f] / total:7.1f}  {f}")
-    return "\n".join(lines)
-
-
-def flamegraph_svg(stacks, title: str, width: int = 1600) -> str:
-    """A plain icicle graph (root on top) from collapsed stacks; <title> tooltips per frame."""
-    from html import escape
-    from zlib import crc32
-
-    tree: dict = {"n": 0, "c": {}}
-    for frames, c in stacks:
-        node = tree
-        node["n"] += c
-        for f in frames:
-            node = node["c"].setdefault(f, {"n": 0, "c": {}})
-            node["n"] += c
-    total = tree["n"] or 1
-    row, top = 17, 40
-    rects: list[str] = []
-    depth_max = 0
-
-    def walk(node, x: float, depth: int):
-        nonlocal depth_max
-        for name, child in sorted(node["c"].items()):
-            w = child["n"] / total * (width - 20)
-            if w >= 0.3:
-                depth_max = max(depth_max, depth)
-                y = top + depth * row
-                hue = crc32(name.encode()) % 60
-                label = name if len(name) * 6.5 < w - 6 else name[: max(0, int((w - 6) / 6.5) - 2)]
-                label = label + ".." if label and label != name else label
-                pct = 100 * child["n"] / total
-                rects.append(
-                    f"<g><title>{escape(name)} ({child['n']} samples, {pct:.2f}%)</title>"
-                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
-                    f'fill="hsl({hue},80%,{55 + hue % 15}%)"/>'
-                    + (
-                        f'<text x="{x + 3:.1f}" y="{y + 12}">{escape(label)}</text>'
-                        if label
-                        else ""
-                    )
-                    + "</g>"
-                )
-                walk(child, x, depth + 1)
-            x += w
-
-    walk(tree, 10.0, 0)
-    height = top + (depth_max + 2) * row
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="monospace" font-size="11">'
-        f'<rect width="100%" height="100%" fill="#fff"/>'
-        f'<text x="10" y="22" font-size="15">{escape(title)} ({total} samples)</text>'
-        + "".join(rects)
-        + "</svg>\n"
-    )
-
-
 def profile(target: Target, args, root: Path) -> None:
     outdir = Path(args.profile_dir).resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
     log(f"profiling {target.name} (reused connections) with py-spy into {outdir}")
     res = one_run(target, "reused", 0, args, root, spy=make_spy(outdir, args.profile_rate))
     log(f"  profiled run: {describe(res)}  (slowed by sampling; not in the table)")
-    raw = outdir / "profile.raw.txt"
-    if not raw.exists():
-        log(f"  no profile written; see {outdir / 'py-spy.log'}")
-        return
-    stacks = read_collapsed(raw)
     title = f"{target.name}, smtp-source -d -s {args.sessions} -m {args.messages}"
-    svg = outdir / "flamegraph.svg"
-    svg.write_text(flamegraph_svg(stacks, title))
-    summary = top_functions(stacks)
-    (outdir / "top.txt").write_text(summary + "\n")
-    print(f"\nTop 25 functions by self time in {target.name} ({title}):")
-    print(summary)
-    print(f"flamegraph: {svg}\nraw stacks: {raw}")
+    report_profile(outdir, target.name, title)
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,21 +553,7 @@ def table(results: list[Result], names: list[str], args) -> str:
             for r in rs:
                 if r.error:
                     notes.append(f"{name} {mode} run {r.run}: {r.error}")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    out = []
-    for i, r in enumerate(rows):
-        out.append(
-            "  ".join(
-                c.ljust(w) if j < 2 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    if notes:
-        out.append("")
-        out += [f"! {n}" for n in notes]
-    return "\n".join(out)
+    return format_table(rows, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,8 +627,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="gomail-bench-"))
     results: list[Result] = []
     log(f"work dir {root}; smtp-source -s {args.sessions} -l 2048 -m {args.messages}")
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+    exit_on_signals()
     try:
         for run in range(1, args.runs + 1):
             for name in names:
@@ -814,11 +644,7 @@ def main() -> int:
     except KeyboardInterrupt:
         log("interrupted")
     finally:
-        kill_all()
-        if not args.keep and not any(not r.ok for r in results):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            log(f"run directories kept under {root}")
+        clean_up(root, keep=args.keep or not all(r.ok for r in results))
 
     if results:
         print()
@@ -827,10 +653,7 @@ def main() -> int:
             f" [-d]{' -A' if args.allow_reject else ''}; {args.runs} run(s); {os.cpu_count()} CPUs"
         )
         print(table(results, names, args))
-    if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps([dataclasses.asdict(r) for r in results], indent=1)
-        )
+    write_json(args.json_out, results)
     return 0 if results and all(r.ok for r in results) else 1
 
 
