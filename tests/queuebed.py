@@ -5,7 +5,7 @@
 local domain local.test and the user alice@local.test; ``outbound_pipelines(tmp_path, yaml,
 plugins)`` loads a pipeline file; ``make_app(config, store, dns_port)`` is the app a
 ``QueueRunner`` runs, resolving through a DNS server on 127.0.0.1:dns_port (tests/knotbed.py,
-tests/unboundbed.py).
+tests/unboundbed.py). ``run_config(dns_port, port)`` is the same for a real ``gomail run``.
 """
 
 from __future__ import annotations
@@ -71,3 +71,19 @@ def make_app(
     dns = Resolver(["127.0.0.1"], dns_port, 3, dnssec=dnssec)
     plugins = PluginManager() if plugins is None else plugins
     return App(config, plugins, pipelines, store, dns=dns)
+
+
+def run_config(dns_port: int, port: int) -> dict:
+    """Config for ``gomail run`` (``Gomail.start(extra_config)`` in tests/conftest.py): DNS from
+    127.0.0.1:dns_port, delivery to MX servers on port with short time-outs, and the queue
+    looked at every 0.2 s, so deliveries in e2e tests take a fraction of a second."""
+    return {
+        "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 2},
+        "delivery": {
+            "port": port,
+            "poll_interval": 0.2,
+            "connect_timeout": 5,
+            "command_timeout": 5,
+            "data_timeout": 5,
+        },
+    }

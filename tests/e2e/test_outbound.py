@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from knotbed import knot_fixture, requires_knot
 from mxbed import Sink, free_port_on
+from queuebed import run_config
 
 pytestmark = requires_knot
 
@@ -40,18 +41,7 @@ def remote_mx():
 @pytest.fixture
 def g(gomail_factory, knot, remote_mx):
     port, _sink = remote_mx
-    return gomail_factory().start(
-        {
-            "dns": {"nameservers": ["127.0.0.1"], "port": knot.port, "timeout": 2},
-            "delivery": {
-                "port": port,
-                "poll_interval": 0.2,
-                "connect_timeout": 5,
-                "command_timeout": 5,
-                "data_timeout": 5,
-            },
-        }
-    )
+    return gomail_factory().start(run_config(knot.port, port))
 
 
 def submit(g, subject: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from knotbed import knot_fixture, requires_knot
 from mxbed import MXServers, Sink
+from queuebed import run_config
 
 pytestmark = requires_knot
 
@@ -39,13 +40,7 @@ def g(gomail_factory, knot, mxs):
     port, _sinks = mxs
     server = gomail_factory()
     server.cli("alias", "add", "fwd@example.org", "bob@remote.test")
-    return server.start(
-        {
-            "dns": {"nameservers": ["127.0.0.1"], "port": knot.port, "timeout": 2},
-            "delivery": {"port": port, "poll_interval": 0.2, "connect_timeout": 5,
-                         "command_timeout": 5, "data_timeout": 5},
-        }
-    )  # fmt: skip
+    return server.start(run_config(knot.port, port))
 
 
 def forward_one(g, sink: Sink) -> tuple[str, list[str], bytes]:
