@@ -100,13 +100,15 @@ from benchproc import (
 from smtp_inject import ALIAS_DOMAIN, SENDER, alias_of, destination_of, message
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parents[1] / "tests"))  # for knotbed: the knot the DNS tests start
+from knotbed import KNOTD, Knot  # noqa: E402
+
 PY = sys.executable
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 POSTSUPER = "/usr/sbin/postsuper"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
-KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 MODES = ("e2e", "drain")
 MTAS = ("gomail", "postfix")
 SEQ_MARK = b"\nX-Bench-Seq: "
@@ -120,85 +122,13 @@ def mx_address(domain_no: int, addresses: int) -> str:
 # DNS: knot serving the destination zones
 
 
-class Knot:
-    """knotd on 127.0.0.1:PORT with one zone per destination domain (as tests/knotbed.py)."""
-
-    def __init__(self, directory: Path, domains: int, addresses: int) -> None:
-        self.dir = directory
-        self.domains = domains
-        self.addresses = addresses
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Knot:
-        zdir = self.dir / "zones"
-        for d in ("run", "db", "zones"):
-            (self.dir / d).mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_tcp_port()
-        conf = [
-            "server:",
-            f'    rundir: "{self.dir / "run"}"',
-            f"    listen: 127.0.0.1@{self.port}",
-            "    udp-workers: 1",
-            "    tcp-workers: 1",
-            "    background-workers: 1",
-            "database:",
-            f'    storage: "{self.dir / "db"}"',
-            "log:",
-            "  - target: stderr",
-            "    any: warning",
-            "template:",
-            "  - id: default",
-            f'    storage: "{zdir}"',
-            '    file: "%s.zone"',
-            "    zonefile-sync: -1",
-            "    journal-content: none",
-            "zone:",
-        ]
-        for n in range(self.domains):
-            name = f"d{n:03d}.bench"
-            conf.append(f"  - domain: {name}")
-            (zdir / f"{name}.zone").write_text(
-                f"$ORIGIN {name}.\n$TTL 3600\n"
-                f"@ SOA ns.{name}. hostmaster.{name}. 1 3600 600 86400 60\n"
-                f"@ NS ns.{name}.\nns A 127.0.0.1\n"
-                f"@ MX 10 mx.{name}.\nmx A {mx_address(n, self.addresses)}\n"
-            )
-        (self.dir / "knot.conf").write_text("\n".join(conf) + "\n")
-        logfile = self.dir / "knot.log"
-        self.proc = spawn([KNOTD, "-c", str(self.dir / "knot.conf")], logfile)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"knotd exited: {tail(logfile, 5)}")
-            if self.answers(f"d{self.domains - 1:03d}.bench"):
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"knotd did not answer within 20 s: {tail(logfile, 5)}")
-
-    def answers(self, zone: str) -> bool:
-        import dns.message
-        import dns.query
-        import dns.rcode
-
-        q = dns.message.make_query(f"{zone}.", "MX")
-        try:
-            r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
-        except Exception:
-            return False
-        return r.rcode() == dns.rcode.NOERROR and bool(r.answer)
-
-
-def free_udp_tcp_port() -> int:
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no port free for both TCP and UDP")
+def start_knot(directory: Path, domains: int, addresses: int) -> Knot:
+    """knot serving dNNN.bench: MX 10 mx.dNNN.bench, A mx_address() (TTL 3600: looked up once)."""
+    zones = {
+        f"d{n:03d}.bench": f"@ 3600 MX 10 mx\nmx 3600 A {mx_address(n, addresses)}"
+        for n in range(domains)
+    }
+    return Knot(directory, zones).start()
 
 
 # --------------------------------------------------------------------------------------------
@@ -975,8 +905,9 @@ def main() -> int:
         f" on {args.mx_addresses} MX addresses; {args.sessions} injector sessions"
     )
     exit_on_signals()
+    knot = None
     try:
-        knot = Knot(root / "knot", args.domains, args.mx_addresses).start()
+        knot = start_knot(root / "knot", args.domains, args.mx_addresses)
         ctx = Ctx(args, knot)
         for run in range(1, args.runs + 1):
             for mode in modes:
@@ -989,6 +920,8 @@ def main() -> int:
     except KeyboardInterrupt:
         log("interrupted")
     finally:
+        if knot is not None:
+            knot.stop()  # knotbed's knot is not one of benchproc's children
         clean_up(root, keep=args.keep or not all(r.ok for r in results))
 
     if results:
