@@ -2,28 +2,10 @@
 
 import asyncio
 import smtplib
-import socket
 
-from gomail import hookimpl
-from gomail.config import Config
 from gomail.passwords import PasswordHasher
-from gomail.server import Server
 from gomail.store.sqlite import SqliteStore
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    @hookimpl
-    async def gomail_event(self, event):  # a coroutine: run as a background task
-        self.events.append((event.name, event.data))
+from serverbed import Recorder, running_server
 
 
 async def test_events_of_a_delivery_and_a_failed_login(tmp_path):
@@ -32,15 +14,8 @@ async def test_events_of_a_delivery_and_a_failed_login(tmp_path):
     await store.add_domain("example.org")
     await store.add_user("alice@example.org", PasswordHasher().hash_sync("pw"), None)
     await store.close()
-    ports = {name: _port() for name in ("mx", "submission", "smtps", "imap", "imaps")}
-    config = Config(data_dir=tmp_path, hostname="mx.test", dns_nameservers=["127.0.0.1"],
-                    dns_port=_port(), dns_timeout=1)  # fmt: skip
-    config.listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
-    server = Server(config)
     recorder = Recorder()
-    server.plugins.register(recorder, "recorder")
-    await server.start()
-    try:
+    async with running_server(tmp_path, recorder) as (_server, ports):
 
         def client():
             with smtplib.SMTP("127.0.0.1", ports["mx"]) as s:
@@ -56,8 +31,6 @@ async def test_events_of_a_delivery_and_a_failed_login(tmp_path):
 
         await asyncio.to_thread(client)
         await asyncio.sleep(0.1)
-    finally:
-        await server.stop()
     names = [name for name, _ in recorder.events]
     assert names[:3] == ["server.started", "email.received", "email.delivered"]
     delivered = dict(recorder.events)["email.delivered"]

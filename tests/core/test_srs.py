@@ -11,13 +11,11 @@ import asyncio
 import logging
 import os
 import smtplib
-import socket
 import stat
 import time
 import types
 
 import pytest
-from gomail import hookimpl
 from gomail import srs as srsmod
 from gomail.builtins import queue, recipients
 from gomail.config import Config, load_config
@@ -26,6 +24,7 @@ from gomail.srs import SRS, BadHash, Expired, MalformedSRS
 from gomail.store import Delivery
 from gomail.verdict import Action, Verdict
 from gomail.yamlfile import ConfigError
+from serverbed import Recorder, running_server
 
 DAY = 86400
 TODAY = (20 * 1024 + 302) * DAY + 3600  # a day whose timestamp is "JO"
@@ -449,23 +448,7 @@ async def test_bad_srs_recipients_get_550(tmp_path, store, caplog, make_address,
 # --- through the SMTP handler: queue rows, local copies and the email.queued event ---------
 
 
-class _Recorder:
-    def __init__(self):
-        self.events = []
-
-    @hookimpl
-    async def gomail_event(self, event):
-        self.events.append((event.name, event.data))
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path):
-    from gomail.server import Server
     from gomail.store.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path)
@@ -474,15 +457,8 @@ async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path)
     await store.add_user("alice@example.org", "$argon2id$v=19$m=65536,t=3,p=4$x", None)
     await store.add_alias("fwd@example.org", ["alice@example.org", "out@other.example"])
     await store.close()
-    ports = {name: _port() for name in ("mx", "submission", "smtps", "imap", "imaps")}
-    config = Config(data_dir=tmp_path, hostname="mx.test", dns_nameservers=["127.0.0.1"],
-                    dns_port=_port(), dns_timeout=1)  # fmt: skip
-    config.listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
-    server = Server(config)
-    recorder = _Recorder()
-    server.plugins.register(recorder, "recorder")
-    await server.start()
-    try:
+    recorder = Recorder()
+    async with running_server(tmp_path, recorder) as (server, ports):
 
         def client():
             with smtplib.SMTP("127.0.0.1", ports["mx"]) as s:
@@ -492,13 +468,11 @@ async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path)
         await asyncio.sleep(0.1)
         queue_rows = await server.app.store.list_queue()
         [(_uid, stored)] = await server.app.store.list_messages("alice@example.org")
-    finally:
-        await server.stop()
     assert stat.S_IMODE(os.stat(tmp_path / "srs.secret").st_mode) == 0o600
     [row] = queue_rows
     assert row.recipient == "out@other.example"
     assert row.sender.startswith("SRS0=") and row.sender.endswith("=remote.example=x@example.org")
-    assert srsmod.for_config(config).reverse(row.sender) == "x@remote.example"
+    assert srsmod.for_config(server.config).reverse(row.sender) == "x@remote.example"
     assert stored.startswith(b"Return-Path: <x@remote.example>\r\n")  # the local copy's
     queued = [data for name, data in recorder.events if name == "email.queued"]
     assert [(q["sender"], q["recipients"]) for q in queued] == [(row.sender, ["out@other.example"])]
