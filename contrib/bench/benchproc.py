@@ -165,11 +165,14 @@ def gomail_bin() -> str:
 
 
 def gomail_listeners(mx_port: int) -> list[str]:
-    """`gomail run` options: mx on 127.0.0.1:mx_port, submission and smtps on free ports."""
+    """`gomail run` options: mx on 127.0.0.1:mx_port, the other listeners (IMAP too) on free
+    ports, so that two benchmarks, or a benchmark and a running gomail, do not collide."""
     return [
         *("--listen", f"mx=127.0.0.1:{mx_port}"),
         *("--listen", f"submission=127.0.0.1:{free_port()}"),
         *("--listen", f"smtps=127.0.0.1:{free_port()}"),
+        *("--listen", f"imap=127.0.0.1:{free_port()}"),
+        *("--listen", f"imaps=127.0.0.1:{free_port()}"),
     ]
 
 
