@@ -160,6 +160,12 @@ class Env:
     def nothing_delivered(self) -> bool:
         return all(not s.messages for s in self.mx.sinks.values())
 
+    async def held(self, recipient: str) -> str:
+        """Send to recipient, which must reach no MX and be deferred: the deferral's error."""
+        await self.send(recipient)
+        assert self.nothing_delivered()
+        return await self.deferred()
+
     async def deferred(self) -> str:
         [entry] = await self.store.list_queue()
         assert entry.state == "deferred" and entry.attempts == 1
@@ -229,9 +235,7 @@ async def test_dane_ee_match_delivers_over_tls(env):
 
 
 async def test_dane_ee_mismatch_defers_and_never_sends(env):
-    await env.send("bob@eebad.dane.test")
-    assert env.nothing_delivered()
-    error = await env.deferred()
+    error = await env.held("bob@eebad.dane.test")
     assert "4.7.5" in error and "dane: no TLSA record matches" in error
     assert "ee-bad.mx.dane.test" in error
 
@@ -248,24 +252,19 @@ async def test_dane_ta_spki_with_the_destination_name_delivers(env):
 
 
 async def test_dane_ta_wrong_name_defers(env):
-    await env.send("bob@tabadname.dane.test")
-    assert env.nothing_delivered()
-    error = await env.deferred()
+    error = await env.held("bob@tabadname.dane.test")
     assert "4.7.5" in error and "dane: DANE-TA" in error
     assert "not valid for ta-badname.mx.dane.test" in error
 
 
 async def test_no_starttls_with_secure_tlsa_defers_never_plaintext(env):
-    await env.send("bob@notls.dane.test")
-    assert env.nothing_delivered()
-    error = await env.deferred()
+    error = await env.held("bob@notls.dane.test")
     assert "4.7.5" in error and "does not offer STARTTLS" in error and "dane" in error
 
 
 async def test_unusable_records_still_require_tls(env):
-    await env.send("bob@unusable.dane.test")  # PKIX-EE only, host without STARTTLS
-    assert env.nothing_delivered()
-    assert "does not offer STARTTLS; TLS is required by dane" in await env.deferred()
+    error = await env.held("bob@unusable.dane.test")  # PKIX-EE only, host without STARTTLS
+    assert "does not offer STARTTLS; TLS is required by dane" in error
 
 
 async def test_unusable_records_with_tls_deliver_unauthenticated(env):
@@ -293,9 +292,7 @@ async def test_insecure_zone_is_opportunistic(env):
 
 async def test_bogus_tlsa_defers_instead_of_plaintext(env):
     t0 = time.monotonic()
-    await env.send("bob@bogus.dane.test")
-    assert env.nothing_delivered()
-    error = await env.deferred()
+    error = await env.held("bob@bogus.dane.test")
     assert "4.7.5" in error and "DNSSEC look-up failed" in error and "bogus.mx" in error
     assert time.monotonic() - t0 < 10
 
@@ -309,9 +306,7 @@ async def test_insecure_mx_ignores_the_hosts_tlsa_unless_told(make_env):
 
 async def test_require_secure_mx_false_uses_the_hosts_tlsa(make_env):
     env = await make_env("[{dane: {require_secure_mx: false}}]")
-    await env.send("bob@tosigned.plain.test")
-    assert env.nothing_delivered()
-    assert "dane: no TLSA record matches" in await env.deferred()
+    assert "dane: no TLSA record matches" in await env.held("bob@tosigned.plain.test")
 
 
 async def test_insecure_host_is_not_asked_for_tlsa(make_env):
