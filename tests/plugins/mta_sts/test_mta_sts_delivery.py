@@ -23,7 +23,6 @@ import pytest
 import trustme
 from aiohttp import web
 from gomail.delivery import QueueRunner
-from gomail.pipeline import load_pipelines
 from gomail.server import load_plugins
 from gomail.store import Delivery
 from gomail_mta_sts import NAMESPACE, Policy, policies_of
@@ -184,6 +183,11 @@ class Env:
         ).encode()
         await self.store.deliver(Delivery(qid, sender, raw, outbound=(rcpt,)))
 
+    async def send(self, rcpt: str, qid: str = "Q1") -> None:
+        """Queue one message to rcpt and run one pass of a new runner."""
+        await self.enqueue(rcpt, qid)
+        await self.new_runner().run_once()
+
     async def queued(self):
         return await self.store.list_queue()
 
@@ -220,8 +224,7 @@ def warnings_of(caplog) -> list[str]:
 
 async def test_enforce_right_certificate_delivers_over_tls(env):
     env.web.serve("ok", policy("enforce", "good.mx.test"))
-    await env.enqueue("bob@ok.test")
-    await env.new_runner().run_once()
+    await env.send("bob@ok.test")
     assert env.got(GOOD) == [["bob@ok.test"]]
     assert env.mx.sinks[GOOD].tls_sessions == 1
     assert await env.queued() == []
@@ -234,8 +237,7 @@ async def test_enforce_right_certificate_delivers_over_tls(env):
 @pytest.mark.parametrize("domain, ip", [("badcert", BAD), ("rogue", ROGUE)])
 async def test_enforce_wrong_certificate_defers_without_plaintext(env, domain, ip):
     env.web.serve(domain, policy("enforce", "*.mx.test"))
-    await env.enqueue(f"bob@{domain}.test")
-    await env.new_runner().run_once()
+    await env.send(f"bob@{domain}.test")
     assert env.got(ip) == []  # neither over TLS nor in plaintext
     [entry] = await env.queued()
     assert entry.state == "deferred" and entry.attempts == 1
@@ -249,7 +251,7 @@ async def test_enforce_skips_mx_host_outside_policy(env):
     env.web.serve("onlyplain", policy("enforce", "good.mx.test"))
     await env.enqueue("bob@skip.test", qid="Q1")
     await env.enqueue("carol@onlyplain.test", qid="Q2")
-    await env.new_runner().run_once()
+    await env.new_runner().run_once()  # both in one pass
     assert env.got(PLAIN) == []  # the preferred MX is not in the policy
     assert env.got(GOOD) == [["bob@skip.test"]]
     [entry] = await env.queued()
@@ -260,8 +262,7 @@ async def test_enforce_skips_mx_host_outside_policy(env):
 
 async def test_enforce_host_without_starttls_gets_no_plaintext(env):
     env.web.serve("notls", policy("enforce", "plain.mx.test"))
-    await env.enqueue("bob@notls.test")
-    await env.new_runner().run_once()
+    await env.send("bob@notls.test")
     assert env.got(PLAIN) == []
     [entry] = await env.queued()
     assert entry.last_error.startswith("451 4.7.5")
@@ -273,8 +274,7 @@ async def test_enforce_host_without_starttls_gets_no_plaintext(env):
 
 async def test_testing_mode_delivers_and_warns(env, sts_log):
     env.web.serve("testing", policy("testing", "*.mx.test"))
-    await env.enqueue("bob@testing.test")
-    await env.new_runner().run_once()
+    await env.send("bob@testing.test")
     assert env.got(BAD) == [["bob@testing.test"]]
     assert env.mx.sinks[BAD].tls_sessions == 1
     assert await env.queued() == []
@@ -285,16 +285,14 @@ async def test_testing_mode_delivers_and_warns(env, sts_log):
 
 async def test_testing_mode_host_outside_policy_is_only_logged(env, sts_log):
     env.web.serve("testing", policy("testing", "good.mx.test"))
-    await env.enqueue("bob@testing.test")
-    await env.new_runner().run_once()
+    await env.send("bob@testing.test")
     assert env.got(BAD) == [["bob@testing.test"]]
     assert any("bad.mx.test" in w and "allows" in w for w in warnings_of(sts_log))
 
 
 async def test_mode_none_changes_nothing(env, sts_log):
     env.web.serve("none", policy("none"))
-    await env.enqueue("bob@none.test")
-    await env.new_runner().run_once()
+    await env.send("bob@none.test")
     assert env.got(BAD) == [["bob@none.test"]]
     assert env.web.requests == ["none"]
     assert warnings_of(sts_log) == []
@@ -306,8 +304,7 @@ async def test_mode_none_changes_nothing(env, sts_log):
 
 async def test_cached_policy_enforced_after_restart_without_web_server(env):
     env.web.serve("cached", policy("enforce", "good.mx.test"))
-    await env.enqueue("bob@cached.test", qid="Q1")
-    await env.new_runner().run_once()
+    await env.send("bob@cached.test", qid="Q1")
     assert env.got(BAD) == []
     assert env.web.requests == ["cached"]
     await env.web.stop()  # an attacker blocks the policy host
@@ -365,8 +362,7 @@ async def test_policy_in_use_is_fetched_again_after_a_day(env):
 
 async def test_new_txt_id_refetches_and_none_replaces_enforce(env, tmp_path):
     env.web.serve("change", policy("enforce", "good.mx.test"))
-    await env.enqueue("bob@change.test", qid="Q1")
-    await env.new_runner().run_once()
+    await env.send("bob@change.test", qid="Q1")
     assert env.got(BAD) == []  # enforced
     with Knot(tmp_path / "knot2", {"test": zone({"change": "2"})}).start() as knot2:
         env.web.serve("change", policy("none"))
@@ -379,8 +375,7 @@ async def test_new_txt_id_refetches_and_none_replaces_enforce(env, tmp_path):
 
 async def test_failed_refetch_keeps_the_cached_policy(env, tmp_path, sts_log):
     env.web.serve("change", policy("enforce", "good.mx.test"))
-    await env.enqueue("bob@change.test", qid="Q1")
-    await env.new_runner().run_once()
+    await env.send("bob@change.test", qid="Q1")
     with Knot(tmp_path / "knot2", {"test": zone({"change": "3"})}).start() as knot2:
         env.web.serve("change", "garbage", ctype="text/html")  # the new policy is not usable
         await env.new_runner(knot2.port).run_once(time.time() + 3600)
@@ -409,8 +404,7 @@ async def test_failed_refetch_keeps_the_cached_policy(env, tmp_path, sts_log):
 async def test_bad_policy_means_no_policy(env, sts_log, domain, serve, words):
     body = serve.pop("body", policy("enforce", "good.mx.test"))
     env.web.serve(domain, body, **serve)
-    await env.enqueue(f"bob@{domain}.test")
-    await env.new_runner().run_once()
+    await env.send(f"bob@{domain}.test")
     assert env.got(BAD) == [[f"bob@{domain}.test"]]  # opportunistic, as without MTA-STS
     assert await env.queued() == []
     assert await env.store.plugin_get(NAMESPACE, f"{domain}.test") is None
@@ -419,8 +413,7 @@ async def test_bad_policy_means_no_policy(env, sts_log, domain, serve, words):
 
 
 async def test_no_txt_record_means_no_fetch(env):
-    await env.enqueue("bob@bad.mx.test")  # a domain without _mta-sts: implicit MX, itself
-    await env.new_runner().run_once()
+    await env.send("bob@bad.mx.test")  # a domain without _mta-sts: implicit MX, itself
     assert env.web.requests == []
     assert env.got(BAD) == [["bob@bad.mx.test"]]
 
@@ -451,16 +444,14 @@ async def test_a_host_dane_authenticates_is_left_to_dane(env):
     # RFC 8461 2: MTA-STS must not override DANE; bad.mx's certificate is not valid for its
     # name (MTA-STS would refuse it), but DANE vouches for it.
     env.plugins.register(FakeDane(), "fakedane")
-    path = env.tmp / "with-dane.yaml"
-    path.write_text(
+    text = (
         "outbound:\n"
         f"  tls_policy: [fakedane, {{mta-sts: {{ca_file: {env.ca_file},"
         f" https_port: {env.web.port}}}}}]\n"
     )
-    env.pipes = load_pipelines(path, env.plugins, 30)
+    env.pipes = outbound_pipelines(env.tmp, text, env.plugins)
     env.web.serve("badcert", policy("enforce", "*.mx.test"))
-    await env.enqueue("bob@badcert.test")
-    await env.new_runner().run_once()
+    await env.send("bob@badcert.test")
     assert env.got(BAD) == [["bob@badcert.test"]]
     assert env.mx.sinks[BAD].tls_sessions == 1
     assert env.web.requests == []  # MTA-STS was not even asked
