@@ -11,13 +11,29 @@ ends it by its PID. ``with X(...).start() as x:`` stops it on leaving the block.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Self
 
+import pytest
+
 START_TIMEOUT = 15.0  # seconds
+
+
+def program(name: str) -> str:
+    """The program's path: on PATH, else in /usr/sbin (often not on a user's PATH)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def requires(path: str, package: str) -> pytest.MarkDecorator:
+    """A mark skipping tests while the program at path is not installed."""
+    name = Path(path).name
+    return pytest.mark.skipif(
+        not Path(path).exists(), reason=f"{name} not installed (apt-get install {package})"
+    )
 
 
 def free_udp_tcp_port() -> int:

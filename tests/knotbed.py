@@ -13,28 +13,19 @@ In a test module, ``knot = knot_fixture(ZONES)`` is a module-scoped fixture ``kn
 server for the module's tests; ``with Knot(tmp_path, zones).start() as knot:`` is one for a
 block.
 
-Starting, waiting and stopping are tests/daemonbed.py's, shared with unbound.
+Finding knotd, starting, waiting and stopping are tests/daemonbed.py's, shared with unbound.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from daemonbed import Daemon
+from daemonbed import Daemon, program, requires
 
-KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
-
-
-def knot_available() -> bool:
-    return Path(KNOTD).exists()
-
-
-requires_knot = pytest.mark.skipif(
-    not knot_available(), reason="knotd not installed (apt-get install knot)"
-)
+KNOTD = program("knotd")
+requires_knot = requires(KNOTD, "knot")
 
 
 def knot_fixture(zones: dict[str, str]):

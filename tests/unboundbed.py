@@ -12,24 +12,14 @@ Starting, waiting and stopping are tests/daemonbed.py's, shared with knot.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-from daemonbed import Daemon
+from daemonbed import Daemon, program, requires
 from knotbed import Knot
 
-UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
-
-
-def unbound_available() -> bool:
-    return Path(UNBOUND).exists()
-
-
-requires_unbound = pytest.mark.skipif(
-    not unbound_available(), reason="unbound not installed (apt-get install unbound)"
-)
+UNBOUND = program("unbound")
+requires_unbound = requires(UNBOUND, "unbound")
 
 
 class Unbound(Daemon):
