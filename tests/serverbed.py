@@ -1,6 +1,8 @@
 """gomail's Server in the test's own process, on free loopback ports, for tests that want to
 see inside it (its plugins' hooks, its store) while talking to it over the network.
 
+``await prepare_store(tmp_path, "example.org", {user: password_hash})`` makes the store a
+Server opens (a domain, its users, aliases if given);
 ``async with running_server(tmp_path, recorder) as (server, ports):`` starts a Server on the
 data directory tmp_path (prepare its store first) with every listener on a port of its own
 (``ports["mx"]`` …) and a DNS server nobody answers on, with ``recorder`` (a ``Recorder``, or
@@ -17,6 +19,7 @@ from pathlib import Path
 from gomail import hookimpl
 from gomail.config import Config
 from gomail.server import Server
+from gomail.store.sqlite import SqliteStore
 
 LISTENERS = ("mx", "submission", "smtps", "imap", "imaps")
 
@@ -36,6 +39,22 @@ class Recorder:
     @hookimpl
     async def gomail_event(self, event):  # a coroutine: run as a background task
         self.events.append((event.name, event.data))
+
+
+async def prepare_store(
+    data_dir: Path,
+    domain: str,
+    users: dict[str, str],
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
+    store = SqliteStore(data_dir)
+    await store.open()
+    await store.add_domain(domain)
+    for user, password_hash in users.items():
+        await store.add_user(user, password_hash, None)
+    for alias, targets in (aliases or {}).items():
+        await store.add_alias(alias, targets)
+    await store.close()
 
 
 @contextlib.asynccontextmanager

@@ -4,16 +4,12 @@ import asyncio
 import smtplib
 
 from gomail.passwords import PasswordHasher
-from gomail.store.sqlite import SqliteStore
-from serverbed import Recorder, running_server
+from serverbed import Recorder, prepare_store, running_server
 
 
 async def test_events_of_a_delivery_and_a_failed_login(tmp_path):
-    store = SqliteStore(tmp_path)
-    await store.open()
-    await store.add_domain("example.org")
-    await store.add_user("alice@example.org", PasswordHasher().hash_sync("pw"), None)
-    await store.close()
+    users = {"alice@example.org": PasswordHasher().hash_sync("pw")}
+    await prepare_store(tmp_path, "example.org", users)
     recorder = Recorder()
     async with running_server(tmp_path, recorder) as (_server, ports):
 

@@ -24,7 +24,7 @@ from gomail.srs import SRS, BadHash, Expired, MalformedSRS
 from gomail.store import Delivery
 from gomail.verdict import Action, Verdict
 from gomail.yamlfile import ConfigError
-from serverbed import Recorder, running_server
+from serverbed import Recorder, prepare_store, running_server
 
 DAY = 86400
 TODAY = (20 * 1024 + 302) * DAY + 3600  # a day whose timestamp is "JO"
@@ -450,14 +450,9 @@ async def test_bad_srs_recipients_get_550(tmp_path, store, caplog, make_address,
 
 
 async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path):
-    from gomail.store.sqlite import SqliteStore
-
-    store = SqliteStore(tmp_path)
-    await store.open()
-    await store.add_domain("example.org")
-    await store.add_user("alice@example.org", "$argon2id$v=19$m=65536,t=3,p=4$x", None)
-    await store.add_alias("fwd@example.org", ["alice@example.org", "out@other.example"])
-    await store.close()
+    users = {"alice@example.org": "$argon2id$v=19$m=65536,t=3,p=4$x"}
+    aliases = {"fwd@example.org": ["alice@example.org", "out@other.example"]}
+    await prepare_store(tmp_path, "example.org", users, aliases)
     recorder = Recorder()
     async with running_server(tmp_path, recorder) as (server, ports):
 
