@@ -195,6 +195,8 @@ async def _prepare(client, ip, host, where, timeouts, tls, relay, policy) -> Non
         raise PolicyFailed(
             f"{where} does not offer STARTTLS; TLS is required by {', '.join(policy.required_by)}"
         )
+    elif policy is not None and tls is not None:
+        policy.plaintext(f"{where} does not offer STARTTLS")
 
 
 async def transact(

@@ -89,6 +89,7 @@ class TLSPolicy:
     checks: list[tuple[str, TLSCheck]] = field(default_factory=list)
     required_by: list[str] = field(default_factory=list)
     authenticated_by: str | None = None
+    plaintext_watchers: list[tuple[str, Callable[[str], None]]] = field(default_factory=list)
 
     def require(self, by: str) -> None:
         """TLS is mandatory for this host; ``by`` (a plugin name) says who wants it."""
@@ -105,6 +106,16 @@ class TLSPolicy:
         self.require(by)
         self.add_check(by, check)
         self.authenticated_by = by
+
+    def on_plaintext(self, by: str, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(reason)`` if the session goes on without TLS (no STARTTLS offered,
+        or its handshake failed): a policy in report-only mode (MTA-STS ``testing``) logs it."""
+        self.plaintext_watchers.append((by, watcher))
+
+    def plaintext(self, reason: str) -> None:
+        """The session goes on without TLS, for ``reason``: tell the watchers."""
+        for _by, watcher in self.plaintext_watchers:
+            watcher(reason)
 
     def judge(self, peer: PeerTLS) -> str | None:
         """The first failed check's reason (prefixed with its plugin), or None."""

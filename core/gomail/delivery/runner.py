@@ -398,6 +398,8 @@ class QueueRunner:
                 conn = await connect(tls=self._tls, policy=policy, **opts)
             except TLSFailed as exc:  # never raised when the policy requires TLS
                 log.info("queue %s: %s; trying without TLS", group[0].queue_id, exc)
+                if policy is not None:
+                    policy.plaintext(str(exc))
                 conn = await connect(tls=None, **opts)
         try:
             await transact(

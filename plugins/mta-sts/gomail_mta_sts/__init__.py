@@ -272,5 +272,9 @@ async def gomail_tls_policy(
             log.warning("mta-sts testing: %s: %s: %s (would be refused)", domain, host, problem)
         return None
 
+    def plaintext(reason: str) -> None:
+        log.warning("mta-sts testing: %s: %s: %s (would be refused)", domain, host, reason)
+
     policy.add_check(NAME, report)
+    policy.on_plaintext(NAME, plaintext)
     return None

@@ -455,3 +455,11 @@ async def test_a_host_dane_authenticates_is_left_to_dane(env):
     assert env.got(BAD) == [["bob@badcert.test"]]
     assert env.mx.sinks[BAD].tls_sessions == 1
     assert env.web.requests == []  # MTA-STS was not even asked
+
+
+async def test_testing_mode_warns_when_the_host_offers_no_starttls(env, sts_log):
+    env.web.serve("notls", policy("testing", "plain.mx.test"))
+    await env.send("bob@notls.test")
+    assert env.got(PLAIN) == [["bob@notls.test"]]  # testing never holds mail back
+    [warning] = warnings_of(sts_log)
+    assert "notls.test" in warning and "does not offer STARTTLS" in warning
