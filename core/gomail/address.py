@@ -56,7 +56,8 @@ TRICK_BANG_PATH = "bang-path"  # other!user@dom
 MAX_DOMAIN = 253  # octets of a domain name in text form, without the trailing dot
 MAX_LABEL = 63
 # RFC 5321 says 64 octets; bounce addresses (SRS, VERP, BATV) in the wild are longer, so we
-# take up to 128 as mox does, and bound the whole address by the 254-octet path limit.
+# take up to 128 as mox does, and bound the whole address by the 254-octet path limit. An SRS
+# local part (gomail.srs) holds a whole address, so only that path limit bounds it.
 MAX_LOCAL = 128
 MAX_ADDRESS = 254
 
@@ -206,9 +207,14 @@ def _parse_local(local: str, allowed: frozenset[str]) -> str:
         raise ValueError("empty local part")
     if not value.isascii():
         value = unicodedata.normalize("NFC", value)
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_LOCAL:
-        raise ValueError(f"local part longer than {MAX_LOCAL} octets")
+    limit = MAX_ADDRESS if _srs_like(value) else MAX_LOCAL
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise ValueError(f"local part longer than {limit} octets")
     return value
+
+
+def _srs_like(value: str) -> bool:
+    return value[:4].upper() in ("SRS0", "SRS1") and value[4:5] in ("=", "+", "-")
 
 
 def _unquote(local: str) -> str:

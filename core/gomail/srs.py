@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gomail.address import (
+    MAX_ADDRESS,
     format_local,
     normalize_domain,
     parse_local,
@@ -151,7 +152,11 @@ class SRS:
         except ValueError as exc:
             raise MalformedSRS(f"cannot rewrite sender {sender!r}: {exc}") from None
         local = self.forward_local(parts.local, parts.domain)
-        return f"{format_local(local)}@{srs_domain}"
+        address = f"{format_local(local)}@{srs_domain}"
+        if len(address.encode("utf-8", "surrogatepass")) > MAX_ADDRESS:
+            # it could not come back: no SMTP path holds it (RFC 5321 4.5.3.1.3)
+            raise MalformedSRS(f"SRS address for {sender!r} would be over {MAX_ADDRESS} octets")
+        return address
 
     def forward_local(self, local: str, domain: str) -> str:
         """The SRS local part for the sender ``local@domain`` (values, unquoted)."""

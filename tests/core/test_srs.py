@@ -472,3 +472,28 @@ async def test_forwarded_mail_is_queued_with_srs_and_the_event_says_so(tmp_path)
     assert stored.startswith(b"Return-Path: <x@remote.example>\r\n")  # the local copy's
     queued = [data for name, data in recorder.events if name == "email.queued"]
     assert [(q["sender"], q["recipients"]) for q in queued] == [(row.sender, ["out@other.example"])]
+
+
+async def test_a_bounce_to_an_srs_address_longer_than_128_octets_comes_back(tmp_path, store):
+    # a 64-octet local part at a long domain: the SRS local part is over the 128 octets we
+    # take for other local parts, but the address fits an SMTP path
+    app = _app(tmp_path, store=store)
+    sender = "a" * 64 + "@" + "sub." * 12 + "remote.example"
+    address = srsmod.for_config(app.config).forward(sender, "example.org")
+    assert len(address.partition("@")[0]) > 128 and len(address) <= 254
+    v, r = await _rcpt(app, address)
+    assert v is None and r.forward == [sender]
+
+
+def test_an_srs_address_that_no_smtp_path_could_hold_is_refused():
+    sender = "a" * 64 + "@" + "x" * 60 + "." + "y" * 60 + "." + "z" * 60 + ".example"
+    with pytest.raises(MalformedSRS, match="over 254 octets"):
+        make().forward(sender, "us.example")
+
+
+def test_long_local_parts_other_than_srs_are_still_refused():
+    from gomail.address import parse_path
+
+    with pytest.raises(ValueError, match="longer than 128"):
+        parse_path("x" * 129 + "@example.org", smtputf8=False)
+    assert parse_path("SRS0=" + "x" * 150 + "@example.org", smtputf8=False).local[:5] == "SRS0="
