@@ -255,3 +255,20 @@ async def test_a_connection_is_not_reused_under_a_stricter_policy(env):
     assert env.delivered("127.0.0.2") == ["bob@dest.test"]
     assert env.delivered("127.0.0.3") == ["carol@dest.test"]
     assert [p.host for p in env.policy.peers] == ["mx1.dest.test"]
+
+
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ("{per_minute: -1}", "per_minute: expected 0 or more, got -1"),
+        ("{domains: {example.com: lots}}", "example.com: expected a number of attempts"),
+        ("{domains: {example.com: true}}", "example.com: expected a number of attempts"),
+    ],
+)
+def test_throttle_settings_are_checked_when_the_pipeline_loads(tmp_path, options, problem):
+    plugins = PluginManager()
+    plugins.load_entrypoints()
+    path = tmp_path / "p.yaml"
+    path.write_text(f"outbound:\n  throttle:\n    - throttle: {options}\n")
+    with pytest.raises(Exception, match=rf"p.yaml:3: plugin 'throttle' option .*{problem}"):
+        load_pipelines(path, plugins, 30.0)

@@ -28,6 +28,19 @@ WINDOW = 60.0
 MAX_TRACKED = 10_000  # destination domains counted before the idle ones are forgotten
 
 
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else f"expected 0 or more, got {value}"
+
+
+def _domain_limits(value: dict) -> str | None:
+    for domain, limit in value.items():
+        if not isinstance(domain, str) or not domain:
+            return f"a domain name is expected as key, got {domain!r}"
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            return f"{domain}: expected a number of attempts a minute (0 or more), got {limit!r}"
+    return None
+
+
 class Throttle:
     """Entry point ``throttle``; one instance keeps the counts of the whole server."""
 
@@ -38,18 +51,24 @@ class Throttle:
     def gomail_plugin_options(self) -> dict[str, Option]:
         return {
             "per_minute": Option(
-                int, 0, "delivery attempts a minute to one destination domain (0: no limit)"
+                int,
+                0,
+                "delivery attempts a minute to one destination domain (0: no limit)",
+                validate=_not_negative,
             ),
             "domains": Option(
-                dict, {}, "per-domain limits that replace per_minute: {domain: attempts a minute}"
+                dict,
+                {},
+                "per-domain limits that replace per_minute: {domain: attempts a minute}",
+                validate=_domain_limits,
             ),
         }
 
     def limit_for(self, domain: str, options: dict) -> int:
         for name, value in (options.get("domains") or {}).items():
             if str(name).lower().rstrip(".") == domain:
-                return int(value)
-        return int(options.get("per_minute") or 0)
+                return value
+        return options.get("per_minute") or 0
 
     async def gomail_throttle(self, attempt: Attempt, options: dict) -> Verdict | None:
         limit = self.limit_for(attempt.domain, options)
