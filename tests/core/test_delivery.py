@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import time
+from dataclasses import replace
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -626,3 +627,15 @@ def test_smarthost_config(tmp_path):
     bad("  smarthosts: {a.example: 5}\n", "delivery.smarthosts.a.example is a mapping")
     bad("  smarthosts: {a.example: {port: 25}}\n", "delivery.smarthosts.a.example.host")
     bad("  smarthost: 5\n", "delivery.smarthost has the wrong type")
+
+
+async def test_copies_with_different_senders_go_in_separate_transactions(env):
+    # forwarded copies of one message may carry different SRS senders (aliases in two of
+    # our domains); each must go out with its own
+    raw = b"From: <x@remote.example>\r\nSubject: fw\r\n\r\nHi.\r\n"
+    senders = {"bob@dest.test": "SRS0=a@one.test", "carol@dest.test": "SRS0=b@two.test"}
+    delivery = Delivery("Q1", "x@remote.example", raw, outbound=tuple(senders))
+    await env.store.deliver(replace(delivery, outbound_senders=senders))
+    await env.runner.run_once()
+    got = sorted((m[0], m[1]) for m in env.sinks["127.0.0.2"].messages)
+    assert got == [("SRS0=a@one.test", ["bob@dest.test"]), ("SRS0=b@two.test", ["carol@dest.test"])]

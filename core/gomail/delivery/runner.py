@@ -189,12 +189,14 @@ class QueueRunner:
         # fill every pass with entries that are already being sent
         entries = await self.app.store.due_queue(now, room, exclude=self._inflight)
         self._backlog = len(entries) >= room
-        groups: dict[tuple[str, str], list[QueueEntry]] = {}
+        # one SMTP transaction per message, destination domain and envelope sender (copies of
+        # one message may go out with different senders: SRS for forwarded ones)
+        groups: dict[tuple[str, str, str], list[QueueEntry]] = {}
         for e in entries:
             if e.id not in self._inflight:
-                groups.setdefault((e.queue_id, domain_of(e.recipient)), []).append(e)
+                groups.setdefault((e.queue_id, domain_of(e.recipient), e.sender), []).append(e)
         started = []
-        for (_qid, domain), group in groups.items():
+        for (_qid, domain, _sender), group in groups.items():
             self._inflight.update(e.id for e in group)
             task = asyncio.create_task(self._deliver(domain, group, now))
             self._tasks.add(task)
