@@ -639,3 +639,21 @@ async def test_copies_with_different_senders_go_in_separate_transactions(env):
     await env.runner.run_once()
     got = sorted((m[0], m[1]) for m in env.sinks["127.0.0.2"].messages)
     assert got == [("SRS0=a@one.test", ["bob@dest.test"]), ("SRS0=b@two.test", ["carol@dest.test"])]
+
+
+async def test_delay_notice_goes_to_each_sender_of_a_transaction(env):
+    # copies of one message with their own envelope senders (as SRS gives forwarded copies):
+    # each sender is told once
+    await env.store.add_user("dave@local.test", "x", None)
+    for rcpt in ("bob@dest.test", "carol@dest.test"):
+        env.sinks["127.0.0.2"].rcpt_replies[rcpt] = "451 4.7.1 Mailbox busy, try later"
+    raw = b"From: <alice@local.test>\r\nSubject: two senders\r\n\r\nHi.\r\n"
+    senders = {"bob@dest.test": "alice@local.test", "carol@dest.test": "dave@local.test"}
+    delivery = Delivery("Q1", "alice@local.test", raw, outbound=tuple(senders))
+    await env.store.deliver(replace(delivery, outbound_senders=senders))
+    created = (await env.store.list_queue())[0].created
+    await env.runner.run_once(created + 4 * 3600 + 1)
+    await env.runner.run_once(created + 5 * 3600)  # deferred again: no second notice
+    for user, rcpt in (("alice@local.test", b"bob"), ("dave@local.test", b"carol")):
+        [(_uid, notice)] = await env.store.list_messages(user)
+        assert b"Action: delayed" in notice and b"Final-Recipient: rfc822; " + rcpt in notice

@@ -457,7 +457,7 @@ class QueueRunner:
             delay = schedule[min(e.attempts, len(schedule) - 1)]
             nxt = min(now + delay, e.created + cfg.delivery_max_age)
             by_next.setdefault(nxt, []).append(e)
-        # the delay notice: once per transaction, with the first deferral after delay_notice
+        # the delay notice: once per transaction and sender, with the first deferral after it
         late = [
             e
             for group in by_next.values()

@@ -601,9 +601,9 @@ class Store(ABC):
         next_attempt, error (the remote answer) kept as last_error.
 
         notify: the sender is being told of the delay: every entry of these entries'
-        transactions gets delay_notified, and notice (the "delayed" DSN, if any) is stored in
-        the same transaction, unless an entry of the transaction was already notified (then
-        notice is dropped: one notice per transaction)."""
+        transactions with the same envelope sender gets delay_notified, and notice (the
+        "delayed" DSN, if any) is stored in the same transaction, unless such an entry was
+        already notified (then notice is dropped: one notice per transaction and sender)."""
 
     # --- plugin data ------------------------------------------------------------------------
 

@@ -1876,22 +1876,28 @@ class SqliteStore(Store):
             )
             if not notify:
                 return
-            qids = {
-                row[0]
+            # one notice per transaction and envelope sender (forwarded copies of one
+            # message may have their own SRS sender, each to be told)
+            told_about = {
+                (row[0], row[1])
                 for (_n, _e, i) in keys
-                for row in conn.execute("SELECT queue_id FROM queue WHERE id = ?", (i,))
+                for row in conn.execute("SELECT queue_id, sender FROM queue WHERE id = ?", (i,))
             }
             pending = notice
-            for qid in sorted(qids):
+            for qid, sender in sorted(told_about):
                 told = conn.execute(
-                    "SELECT 1 FROM queue WHERE queue_id = ? AND delay_notified != 0 LIMIT 1",
-                    (qid,),
+                    "SELECT 1 FROM queue WHERE queue_id = ? AND sender = ?"
+                    " AND delay_notified != 0 LIMIT 1",
+                    (qid, sender),
                 ).fetchone()
                 if told is None and pending is not None and prepared is not None:
                     self._deliver_job(conn, pending, *prepared, now)
                     log.info("queue %s: delay notice stored", qid)
                     pending = None
-                conn.execute("UPDATE queue SET delay_notified = 1 WHERE queue_id = ?", (qid,))
+                conn.execute(
+                    "UPDATE queue SET delay_notified = 1 WHERE queue_id = ? AND sender = ?",
+                    (qid, sender),
+                )
 
         if keys:
             await self._write(job)
