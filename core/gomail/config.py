@@ -68,6 +68,7 @@ _SMARTHOST_KEYS: dict[str, tuple[type, ...]] = {
 SMARTHOST_TLS = ("starttls", "implicit", "none")
 # srs: {key: types} (gomail.srs)
 _SRS_KEYS: dict[str, tuple[type, ...]] = {
+    "rewrite": (bool,),
     "secret_file": (str,),
     "domain": (str,),
     "max_age_days": (int,),
@@ -138,7 +139,9 @@ class Config:
     login_window: float = 900.0
     # SRS for forwarded mail (gomail.srs): the secrets file (one a line, the first signs;
     # None: data/srs.secret, made on first start), the domain of the rewritten senders (None:
-    # the forwarding alias's own domain) and how many days a bounce address stays valid.
+    # the forwarding alias's own domain) and how many days a bounce address stays valid;
+    # srs_rewrite False keeps forwarded copies' senders (SRS bounces are still taken back).
+    srs_rewrite: bool = True
     srs_secret_file: Path | None = None
     srs_domain: str | None = None
     srs_max_age_days: int = 21
@@ -281,6 +284,8 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
 
 def _set_srs(cfg: Config, value: dict, where: str, base: Path) -> None:
     _check_keys(value, _SRS_KEYS, where, "srs")
+    if "rewrite" in value:
+        cfg.srs_rewrite = value["rewrite"]
     if "secret_file" in value:
         if not value["secret_file"].strip():
             raise ConfigError(f"{where}: srs.secret_file is a file name")

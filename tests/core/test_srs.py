@@ -342,6 +342,22 @@ async def test_queue_keeps_null_and_local_senders(tmp_path, sender):
     assert t.plan.outbound_senders == {}
 
 
+async def test_queue_keeps_senders_when_rewriting_is_off(tmp_path):
+    t = _forwarding_txn("alice@remote.example")
+    await queue.gomail_deliver(t, _app(tmp_path, srs_rewrite=False))
+    assert t.plan.outbound == ["x@other.example", "y@third.example"]
+    assert t.plan.outbound_senders == {}
+
+
+def test_config_srs_rewrite(tmp_path):
+    path = tmp_path / "gomail.yaml"
+    path.write_text("srs: {rewrite: false}\n")
+    assert load_config(path).srs_rewrite is False
+    path.write_text("srs: {rewrite: 0}\n")
+    with pytest.raises(ConfigError, match="rewrite"):
+        load_config(path)
+
+
 async def test_queue_startup_makes_the_secret(tmp_path):
     app = _app(tmp_path)
     await queue.gomail_startup(app)

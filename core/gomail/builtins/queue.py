@@ -9,6 +9,9 @@ otherwise SPF fails downstream, since we are not the sender's mail server. The S
 "relay", their own address), null-sender mail (bounces) and senders in our domains keep
 their sender; local copies always keep the original one (their Return-Path).
 
+With ``srs: {rewrite: false}`` forwarded copies keep their sender (for forwarding to hosts
+that do not check SPF, or know us); bounces to SRS addresses made before are still taken.
+
 Quarantined messages are never relayed. The SRS secret is made (or read) at start.
 """
 
@@ -32,7 +35,11 @@ async def gomail_deliver(transaction, app):
     if transaction.quarantined:
         return
     sender = transaction.sender
-    rewrite = bool(sender) and not await app.store.has_domain(split_address(sender)[1])
+    rewrite = (
+        app.config.srs_rewrite
+        and bool(sender)
+        and not await app.store.has_domain(split_address(sender)[1])
+    )
     for rcpt in transaction.recipients:
         new_sender = None
         if rewrite and rcpt.route == "local" and rcpt.forward:
