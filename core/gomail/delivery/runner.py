@@ -323,6 +323,7 @@ class QueueRunner:
         )
 
     async def _message(self, entry: QueueEntry) -> bytes:
+        """The queued message as it is sent (and quoted in DSNs): no Return-Path, CRLF-ended."""
         message = strip_return_path(await self.app.store.queue_message(entry.id))
         if not message.endswith(b"\r\n"):
             message += b"\r\n"
@@ -487,10 +488,8 @@ class QueueRunner:
             days = cfg.delivery_max_age / 86400
             text = f"{error} (gave up after {days:g} days)"
             # the message bytes are read again: the caller may not have them (DNS failure)
-            stored = await self.app.store.queue_message(expired[0].id)
-            await self._bounce(
-                [(e, text) for e in expired], strip_return_path(stored), event=EMAIL_FAILED
-            )
+            message = await self._message(expired[0])
+            await self._bounce([(e, text) for e in expired], message, event=EMAIL_FAILED)
 
     async def _postpone(self, entries: list[QueueEntry], nxt: float, why: str) -> None:
         await self.app.store.queue_postpone([e.id for e in entries], nxt)
@@ -527,10 +526,9 @@ class QueueRunner:
         """The "delayed" DSN for the sender (RFC 3464 Action: delayed), retried until the
         transaction's expiry."""
         first = late[0]
-        stored = await self.app.store.queue_message(first.id)
         return await self._dsn(
             [(e, error) for e in late],
-            strip_return_path(stored),
+            await self._message(first),
             None,
             will_retry_until=first.created + self.app.config.delivery_max_age,
         )
