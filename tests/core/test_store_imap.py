@@ -197,7 +197,7 @@ async def test_rename_inbox_moves_its_messages(store: SqliteStore):
     assert old.messages == 3 and old.uidvalidity != inbox.uidvalidity
     assert [uid for uid, _ in await store.list_messages(USER, "Old Mail")] == [1, 2, 3]
     # INBOX's sessions learn of the removal through QRESYNC's expunge record
-    assert await store.expunged_since(USER, "INBOX", inbox.highestmodseq) == [1, 2, 3]
+    assert list(await store.expunged_since(USER, "INBOX", inbox.highestmodseq)) == [1, 2, 3]
     assert folders["INBOX"].highestmodseq == inbox.highestmodseq + 1
     await deliver(store, message(9))
     assert [uid for uid, _ in await store.list_messages(USER)] == [4]
@@ -478,12 +478,12 @@ async def test_move_messages(store: SqliteStore):
     assert (folders["Trash"].messages, folders["Trash"].unseen) == (2, 1)
     # the source records the move for VANISHED, with one new MODSEQ
     assert folders["INBOX"].highestmodseq == 4
-    assert await store.expunged_since(USER, "INBOX", 3) == [2, 3]
-    assert await store.expunged_since(USER, "INBOX", 4) == []
+    assert list(await store.expunged_since(USER, "INBOX", 3)) == [2, 3]
+    assert list(await store.expunged_since(USER, "INBOX", 4)) == []
     # the target's copies are new there
     assert folders["Trash"].highestmodseq == trash_before.highestmodseq + 1
     changes = await store.changes_since(USER, "Trash", trash_before.highestmodseq)
-    assert [c[0] for c in changes.changed] == [1, 2] and changes.expunged == []
+    assert [c[0] for c in changes.changed] == [1, 2] and list(changes.expunged) == []
     assert changes.changed[0][1] == ("\\Seen",)
     assert await store.search_text(USER, "Trash", "number 1", "body") == {1}
 
@@ -493,7 +493,7 @@ async def test_move_is_atomic(store: SqliteStore):
     with pytest.raises(NoSuchFolder):
         await store.move_messages(USER, "INBOX", [1, 2], "Nowhere")
     assert [uid for uid, _ in await store.list_messages(USER)] == [1, 2]
-    assert await store.expunged_since(USER, "INBOX", 0) == []
+    assert list(await store.expunged_since(USER, "INBOX", 0)) == []
     assert (await store.list_folders(USER))[0].highestmodseq == 2
 
 
@@ -504,7 +504,7 @@ async def test_move_within_a_folder(store: SqliteStore):
     inbox = (await store.list_folders(USER))[0]
     assert inbox.messages == 2 and inbox.highestmodseq == 3
     changes = await store.changes_since(USER, "INBOX", 2)
-    assert changes.expunged == [1] and [c[0] for c in changes.changed] == [3]
+    assert list(changes.expunged) == [1] and [c[0] for c in changes.changed] == [3]
 
 
 async def test_expunge(store: SqliteStore):
@@ -516,9 +516,9 @@ async def test_expunge(store: SqliteStore):
     assert await store.expunge(USER, "INBOX") == []
     assert await store.expunge(USER, "INBOX", []) == []
     assert [uid for uid, _ in await store.list_messages(USER)] == [3, 5]
-    assert await store.expunged_since(USER, "INBOX", 3) == [1, 2, 4]
-    assert await store.expunged_since(USER, "INBOX", 4) == [1, 4]
-    assert await store.expunged_since(USER, "INBOX", 5) == []
+    assert list(await store.expunged_since(USER, "INBOX", 3)) == [1, 2, 4]
+    assert list(await store.expunged_since(USER, "INBOX", 4)) == [1, 4]
+    assert list(await store.expunged_since(USER, "INBOX", 5)) == []
     conn = db(store)
     rows = conn.execute("SELECT uid, modseq FROM expunged ORDER BY uid").fetchall()
     assert rows == [(1, 5), (2, 4), (4, 5)]
@@ -529,7 +529,7 @@ async def test_expunge(store: SqliteStore):
     assert blob_refcount(store, message(0)) is None
     assert await store.search_text(USER, "INBOX", "number", "body") == {3, 5}
     changes = await store.changes_since(USER, "INBOX", 3)
-    assert changes.changed == [] and changes.expunged == [1, 2, 4]
+    assert changes.changed == [] and list(changes.expunged) == [1, 2, 4]
 
 
 async def test_expunge_releases_files(store: SqliteStore):

@@ -155,10 +155,12 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
         if not s.qresync:
             raise Bad("VANISHED needs QRESYNC enabled")
         gone = await store.expunged_since(s.user, sel.name, args.changedsince)
-        test = args.sequence_set.membership(max(sel.max_uid(), sel.uidnext))
-        vanished = [u for u in gone if test(u) and sel.seq_of(u) is None]
+        # As ranges (the answer may be every UID missing from the folder): those asked for,
+        # less the ones still in the view (their expunge is announced later, as VANISHED).
+        spans = args.sequence_set.resolve(max(sel.max_uid(), sel.uidnext))
+        vanished = gone.intersect(spans).without(sel.uids)
         if vanished:
-            s.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet.of(vanished)).encode())
+            s.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet(vanished.ranges)).encode())
     if names | {"UID"} <= _VIEW_ITEMS and args.changedsince is None and not sel.has_pending():
         return await _fetch_from_view(s, cmd, attrs, indexes)
     need_meta = any(_needs_meta(a) for a in attrs)

@@ -253,7 +253,9 @@ class SelectedFolder:
             return
         if changes.uidvalidity != self.uidvalidity:
             return
-        self.gone.update(u for u in changes.expunged if self.seq_of(u) is not None)
+        # The view's messages among the expunged ranges (which, when the store's history is
+        # older than self.modseq, hold every UID missing from the folder: still exact here).
+        self.gone.update(changes.expunged.members_of(self.uids))
         top = self.max_uid()
         new_rows = []
         for uid, flags, modseq in changes.changed:

@@ -746,9 +746,13 @@ class ImapSession:
     async def _qresync_select(self, sel: SelectedFolder, q: p.QResync) -> None:
         changes = await self.app.store.changes_since(self.user, sel.name, q.modseq)
         known = q.known_uids.membership(2**32) if q.known_uids is not None else None
-        vanished = [u for u in changes.expunged if known is None or known(u)]
+        # Ranges throughout: with the folder's expunge history forgotten beyond q.modseq this
+        # is every UID below UIDNEXT not in the folder, perhaps millions of numbers.
+        vanished = changes.expunged
+        if q.known_uids is not None:
+            vanished = vanished.intersect(q.known_uids.resolve(2**32))
         if vanished:
-            self.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet.of(vanished)).encode())
+            self.untagged(b"VANISHED (EARLIER) " + str(p.SequenceSet(vanished.ranges)).encode())
         for uid, _flags, _modseq in changes.changed:
             i = sel.index_of(uid)
             if i is not None and (known is None or known(uid)):

@@ -10,8 +10,9 @@ Addresses and domains given to the store are already normalised by the caller
 
 from __future__ import annotations
 
+import bisect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -199,6 +200,98 @@ class FolderSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class UidSet:
+    """A set of UIDs as ``ranges``: (first, last) pairs, ascending, disjoint and not adjacent.
+
+    The expunges since a MODSEQ older than a folder's remembered history are every UID below
+    UIDNEXT that is not in the folder, which may be millions of numbers in a few ranges: this
+    type keeps them as ranges, and nothing here expands a range unless iterated.
+    """
+
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, uids: Iterable[int]) -> UidSet:
+        """The set of the given UIDs (any order, repeats allowed)."""
+        out: list[tuple[int, int]] = []
+        for n in sorted(set(uids)):
+            if out and out[-1][1] == n - 1:
+                out[-1] = (out[-1][0], n)
+            else:
+                out.append((n, n))
+        return cls(tuple(out))
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> UidSet:
+        """The union of (first, last) ranges in any order (empty ones, first > last, skipped)."""
+        out: list[tuple[int, int]] = []
+        for lo, hi in sorted(r for r in ranges if r[0] <= r[1]):
+            if out and lo <= out[-1][1] + 1:
+                if hi > out[-1][1]:
+                    out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        return cls(tuple(out))
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+    def __contains__(self, uid: object) -> bool:
+        if not isinstance(uid, int):
+            return False
+        i = bisect.bisect_right(self.ranges, (uid, float("inf"))) - 1
+        return i >= 0 and uid <= self.ranges[i][1]
+
+    def __iter__(self) -> Iterator[int]:
+        """Every UID, ascending: only for sets known to be small."""
+        for lo, hi in self.ranges:
+            yield from range(lo, hi + 1)
+
+    def intersect(self, spans: Iterable[tuple[int, int]]) -> UidSet:
+        """The UIDs also within spans (ascending, disjoint (first, last) pairs, as
+        ``SequenceSet.resolve`` gives them)."""
+        other = list(spans)
+        out: list[tuple[int, int]] = []
+        i = j = 0
+        mine = self.ranges
+        while i < len(mine) and j < len(other):
+            lo = max(mine[i][0], other[j][0])
+            hi = min(mine[i][1], other[j][1])
+            if lo <= hi:
+                out.append((lo, hi))
+            if mine[i][1] < other[j][1]:
+                i += 1
+            else:
+                j += 1
+        return UidSet(tuple(out))
+
+    def without(self, uids: Sequence[int]) -> UidSet:
+        """The set less the given UIDs (an ascending sequence, e.g. a folder view's UIDs);
+        the cost grows with the ranges and the UIDs that fall inside them, not their width."""
+        out: list[tuple[int, int]] = []
+        for lo, hi in self.ranges:
+            start = lo
+            for k in range(bisect.bisect_left(uids, lo), bisect.bisect_right(uids, hi)):
+                u = uids[k]
+                if u > start:
+                    out.append((start, u - 1))
+                start = max(start, u + 1)
+            if start <= hi:
+                out.append((start, hi))
+        return UidSet(tuple(out))
+
+    def members_of(self, uids: Sequence[int]) -> list[int]:
+        """The UIDs of an ascending sequence that are in the set, ascending."""
+        out: list[int] = []
+        for lo, hi in self.ranges:
+            out.extend(uids[bisect.bisect_left(uids, lo) : bisect.bisect_right(uids, hi)])
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class FolderChanges:
     """What changed in a folder since a MODSEQ, read in one transaction (QRESYNC, IDLE)."""
 
@@ -206,7 +299,9 @@ class FolderChanges:
     uidnext: int
     highestmodseq: int
     changed: list[FlagRow]  # new or with new flags, by UID
-    expunged: list[int]  # UIDs expunged (or moved away), ascending
+    # UIDs expunged (or moved away). When the MODSEQ is older than the folder's remembered
+    # expunge history, every UID below uidnext not in the folder (RFC 7162 3.2.5.2).
+    expunged: UidSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,8 +536,12 @@ class Store(ABC):
         """(uid, flags, modseq) of the messages whose MODSEQ is above modseq, by UID."""
 
     @abstractmethod
-    async def expunged_since(self, user: str, folder: str, modseq: int) -> list[int]:
-        """UIDs expunged from (or moved out of) the folder with a MODSEQ above modseq."""
+    async def expunged_since(self, user: str, folder: str, modseq: int) -> UidSet:
+        """UIDs expunged from (or moved out of) the folder with a MODSEQ above modseq.
+
+        The store remembers only the recent expunges of a folder; for a modseq older than
+        that history the answer is every UID below UIDNEXT that is not in the folder (a
+        superset, as RFC 7162 3.2.10 allows for VANISHED (EARLIER)), as a few ranges."""
 
     @abstractmethod
     async def fetch_meta(self, user: str, folder: str, uids: Uids) -> list[MessageRow]:

@@ -71,6 +71,7 @@ from gomail.store import (
     Store,
     StoreError,
     Uids,
+    UidSet,
     User,
     canonical_flags,
 )
@@ -79,6 +80,9 @@ from gomail.store.blobs import BlobFiles, fsync_dir, make_dirs_durably, sha256_h
 log = logging.getLogger(__name__)
 
 DB_NAME = "gomail.db"
+# Expunges remembered per folder for QRESYNC/CONDSTORE (VANISHED): the write job that records
+# expunges forgets the oldest beyond this many and raises mailboxes.expunge_floor.
+EXPUNGE_HISTORY = 10_000
 BLOB_DIR = "blobs"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SPECIAL_USE = {
@@ -1226,6 +1230,7 @@ class SqliteStore(Store):
                     conn.execute(
                         "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, src_id)
                     )
+                    self._prune_expunged(conn, src_id)
                     changes.append(Change(user, "INBOX", "expunge"))
             else:
                 prefix = old_name + HIERARCHY_DELIMITER
@@ -1336,12 +1341,58 @@ class SqliteStore(Store):
         return [(uid, _flag_tuple(flags), ms) for uid, flags, ms in rows]
 
     @staticmethod
-    def _expunged(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> list[int]:
-        rows = conn.execute(
-            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-            (mailbox_id, modseq),
+    def _expunged(conn: sqlite3.Connection, mailbox_id: int, modseq: int) -> UidSet:
+        floor, uidnext = conn.execute(
+            "SELECT expunge_floor, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        if modseq >= floor:  # every expunge above modseq is still recorded
+            rows = conn.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            )
+            return UidSet.of(uid for (uid,) in rows)
+        # Some expunges above modseq were forgotten: every UID below uidnext that is not in
+        # the folder (RFC 7162 3.2.5.2, 3.2.10), as the gaps between the UIDs present.
+        gaps: list[tuple[int, int]] = []
+        start = 1
+        for (uid,) in conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+        ):
+            if uid > start:
+                gaps.append((start, uid - 1))
+            start = uid + 1
+        if start < uidnext:
+            gaps.append((start, uidnext - 1))
+        return UidSet(tuple(gaps))
+
+    @staticmethod
+    def _prune_expunged(conn: sqlite3.Connection, mailbox_id: int) -> None:
+        """Forget a folder's expunges beyond the EXPUNGE_HISTORY most recent, inside the write
+        job that recorded new ones, and raise its expunge_floor to the highest MODSEQ forgotten.
+        Rows sharing that MODSEQ go too (the floor must leave everything above it complete)."""
+        keep = EXPUNGE_HISTORY
+        # Cheap bound first: the recorded UIDs are distinct, below uidnext and not in the
+        # folder, so a folder with few UIDs gone has nothing to prune (no index scan).
+        (gone,) = conn.execute(
+            "SELECT uidnext - 1 - messages FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        if gone <= keep:
+            return
+        # expunged_modseq (mailbox_id, modseq) covers this: it reads at most keep + 1 entries.
+        row = conn.execute(
+            "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq DESC"
+            " LIMIT 1 OFFSET ?",
+            (mailbox_id, keep),
+        ).fetchone()
+        if row is None:
+            return
+        conn.execute(
+            "DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?", (mailbox_id, row[0])
         )
-        return [uid for (uid,) in rows]
+        conn.execute(
+            "UPDATE mailboxes SET expunge_floor = max(expunge_floor, ?) WHERE id = ?",
+            (row[0], mailbox_id),
+        )
 
     async def changes_since(self, user: str, folder: str, modseq: int) -> FolderChanges:
         def read(conn: sqlite3.Connection) -> FolderChanges:
@@ -1362,8 +1413,8 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def expunged_since(self, user: str, folder: str, modseq: int) -> list[int]:
-        def read(conn: sqlite3.Connection) -> list[int]:
+    async def expunged_since(self, user: str, folder: str, modseq: int) -> UidSet:
+        def read(conn: sqlite3.Connection) -> UidSet:
             return self._expunged(conn, self._mailbox(conn, user, folder)[0], modseq)
 
         return await self._read(read)
@@ -1711,6 +1762,8 @@ class SqliteStore(Store):
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
             (pairs[-1][1] + 1, modseq, dst_id),
         )
+        if move:  # after uidnext moved on, which _prune_expunged's bound reads
+            self._prune_expunged(conn, src_box[0])
         self._changes.append(Change(user, _folder_name(dst), "exists"))
         return pairs
 
@@ -1747,6 +1800,7 @@ class SqliteStore(Store):
                 " ON CONFLICT DO UPDATE SET modseq = excluded.modseq",
                 [(mailbox_id, uid, modseq) for _id, uid in rows],
             )
+            self._prune_expunged(conn, mailbox_id)
             conn.execute(
                 "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
             )
