@@ -25,6 +25,7 @@ from gomail.store import Delivery
 from gomail.verdict import Action, Verdict
 from gomail.yamlfile import ConfigError
 from serverbed import Recorder, prepare_store, running_server
+from storebed import opened_store
 
 DAY = 86400
 TODAY = (20 * 1024 + 302) * DAY + 3600  # a day whose timestamp is "JO"
@@ -369,18 +370,10 @@ async def test_queue_startup_makes_the_secret(tmp_path):
 
 @pytest.fixture
 async def store(tmp_path):
-    from gomail.store.sqlite import open_store
-
-    s = open_store(tmp_path / "store", 1 << 20)
-    await s.open()
-    try:
-        for domain in ("example.org", "example.net"):
-            await s.add_domain(domain)
-        await s.add_user("alice@example.org", "$argon2id$v=19$m=65536,t=3,p=4$x", None)
+    users, domains = ["alice@example.org"], ["example.org", "example.net"]
+    async with opened_store(tmp_path / "store", users, domains) as s:
         await s.add_alias("fwd@example.org", ["alice@example.org", "Out@Other.Example"])
         yield s
-    finally:
-        await s.close()
 
 
 async def test_store_queues_each_copy_with_its_sender(store):

@@ -18,18 +18,15 @@ from gomail.store.sqlite import (
     open_store,
     split_sql,
 )
+from storebed import opened_store
 
 DOMAIN = "example.org"
 
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "data")
-    await s.open()
-    try:
+    async with opened_store(tmp_path / "data") as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from gomail.store import AppendMessage, UidSet
 from gomail.store import sqlite as store_sqlite
 from gomail.store.sqlite import SqliteStore, connect
+from storebed import opened_store
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -18,14 +19,8 @@ USER = f"alice@{DOMAIN}"
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "data", blob_inline_max=4096)
-    await s.open()
-    try:
-        await s.add_domain(DOMAIN)
-        await s.add_user(USER, "$argon2id$fake", None)
+    async with opened_store(tmp_path / "data", users=[USER], blob_inline_max=4096) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from gomail.store import MessageMeta
 from gomail.store.sqlite import MIGRATIONS_DIR, SqliteStore, connect, migrate
+from storebed import opened_store
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -20,15 +21,8 @@ OTHER = f"bob@{DOMAIN}"
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "data")
-    await s.open()
-    try:
-        await s.add_domain(DOMAIN)
-        await s.add_user(USER, "$argon2id$fake", None)
-        await s.add_user(OTHER, "$argon2id$fake", None)
+    async with opened_store(tmp_path / "data", users=[USER, OTHER]) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def raw(n: int) -> bytes:

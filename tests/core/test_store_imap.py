@@ -24,6 +24,7 @@ from gomail.store import (
 )
 from gomail.store.blobs import sha256_hex
 from gomail.store.sqlite import MIGRATIONS_DIR, SqliteStore, connect, migrate
+from storebed import opened_store
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -32,15 +33,8 @@ OTHER = f"bob@{DOMAIN}"
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "data", blob_inline_max=4096)
-    await s.open()
-    try:
-        await s.add_domain(DOMAIN)
-        await s.add_user(USER, "$argon2id$fake", None)
-        await s.add_user(OTHER, "$argon2id$fake", None)
+    async with opened_store(tmp_path / "data", users=[USER, OTHER], blob_inline_max=4096) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def message(n: int = 0, size: int = 0, body: str = "hello") -> bytes:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from gomail.store import AppendMessage, NoSuchFolder
 from gomail.store.sqlite import SqliteStore
+from storebed import opened_store
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -16,14 +17,8 @@ USER = f"alice@{DOMAIN}"
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "data")
-    await s.open()
-    try:
-        await s.add_domain(DOMAIN)
-        await s.add_user(USER, "$argon2id$fake", None)
+    async with opened_store(tmp_path / "data", users=[USER]) as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def fill(store: SqliteStore, count: int, folder: str = "INBOX") -> list[int]:
