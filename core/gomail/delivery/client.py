@@ -1,4 +1,7 @@
-"""One SMTP client session to one address of one MX host, with every reply recorded.
+"""SMTP client sessions to one address of one MX host, with every reply recorded:
+:func:`connect` opens one and gets it ready, :func:`transact` sends a message on it (again
+and again while it stays usable: the queue runner keeps idle ones in :mod:`.pool`),
+:func:`quit_and_close` ends it.
 
 aiosmtplib drives the protocol; we connect to the IP itself (``hostname=IP, start_tls=False``),
 take STARTTLS when offered with a context that does not verify (opportunistic TLS: a bad
@@ -296,40 +299,6 @@ async def quit_and_close(conn: Connection, timeouts: Timeouts) -> None:
         close(conn)
 
 
-async def send(
-    *,
-    ip: str,
-    host: str,
-    port: int,
-    helo: str,
-    sender: str,
-    recipients: list[str],
-    message: bytes,
-    timeouts: Timeouts,
-    tls: ssl.SSLContext | None,
-    record: Callable[[dict[str, Reply]], Awaitable[None]],
-    relay: Relay | None = None,
-    policy: TLSPolicy | None = None,
-) -> None:
-    """Offer the message to one server on a connection of its own: :func:`connect`,
-    :func:`transact`, QUIT. record(replies) is awaited exactly once, before QUIT, as soon as
-    MAIL FROM was answered; before that point TryNext (or TLSFailed, AuthFailed,
-    PolicyFailed) and record is not called."""
-    conn = await connect(
-        ip=ip, host=host, port=port, helo=helo, timeouts=timeouts, tls=tls, relay=relay,
-        policy=policy,
-    )  # fmt: skip
-    try:
-        await transact(
-            conn, sender=sender, recipients=recipients, message=message, timeouts=timeouts,
-            record=record,
-        )  # fmt: skip
-    except BaseException:
-        close(conn)
-        raise
-    await quit_and_close(conn, timeouts)
-
-
 async def _tcp(ip: str, port: int, limit: float) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -398,7 +367,7 @@ def mail_parameters(
 ) -> tuple[list[str], dict[str, Reply]]:
     """The MAIL FROM parameters this message needs from this server, and the recipients it
     cannot be sent to there (with our own 5xx): an 8-bit message needs 8BITMIME (RFC 6152;
-    :func:`send` first converts what it can with :func:`.downgrade.to_seven_bit`, so what is
+    :func:`transact` first converts what it can with :func:`.downgrade.to_seven_bit`, so what is
     still 8-bit here has 8-bit headers or a structure that cannot be converted safely, and
     bounces with 5.6.3), non-ASCII addresses need
     SMTPUTF8 (RFC 6531 has no downgrade for addresses: 5.6.7 for those recipients, or for all
