@@ -35,8 +35,11 @@ async def gomail_deliver(transaction, app):
     if transaction.quarantined:
         return
     sender = transaction.sender
+    forwards = any(r.route == "local" and r.forward for r in transaction.recipients)
+    # the sender's domain is looked up only for mail that forwards: most mail does not
     rewrite = (
-        app.config.srs_rewrite
+        forwards
+        and app.config.srs_rewrite
         and bool(sender)
         and not await app.store.has_domain(split_address(sender)[1])
     )
