@@ -31,6 +31,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "dns": (dict,),
     "delivery": (dict,),
     "srs": (dict,),
+    "limits": (dict,),
 }
 
 # dns: {key: types}
@@ -72,6 +73,40 @@ _SRS_KEYS: dict[str, tuple[type, ...]] = {
     "secret_file": (str,),
     "domain": (str,),
     "max_age_days": (int,),
+}
+
+
+@dataclass
+class Limits:
+    """What one client may cost the server (the ``limits:`` section); see gomail.limits.
+
+    Connection counts are per listener; a client address is an IPv4 address or an IPv6 /64.
+    """
+
+    connections: int = 1000  # concurrent connections on one listener, all clients
+    connections_per_ip: int = 50  # concurrent connections on one listener from one address
+    # logged-in IMAP sessions of one user from one address, all IMAP listeners (Dovecot: 10)
+    imap_sessions_per_user_ip: int = 10
+    # SMTP errors in a session (Postfix's smtpd_*_error_limit): past the soft limit every
+    # reply waits error_delay seconds more; at the hard limit the session is closed (421).
+    smtp_soft_error_limit: int = 10
+    smtp_hard_error_limit: int = 20
+    smtp_error_delay: float = 1.0
+    # NOOP, RSET, VRFY, EXPN, HELP in a session before each one counts as an error
+    smtp_junk_command_limit: int = 100
+    # RCPTs refused as unknown users: per session, then the session is closed; and per
+    # client address within unknown_recipients_window seconds, after which RCPT gets 4xx
+    unknown_recipients_per_session: int = 20
+    unknown_recipients_per_ip: int = 100
+    unknown_recipients_window: float = 3600.0
+    # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
+    spool_threshold: int = 1024 * 1024
+
+
+# limits: {key: types}
+_LIMITS_KEYS: dict[str, tuple[type, ...]] = {
+    name: ((int, float) if isinstance(default, float) else (int,))
+    for name, default in vars(Limits()).items()
 }
 
 
@@ -145,6 +180,7 @@ class Config:
     srs_secret_file: Path | None = None
     srs_domain: str | None = None
     srs_max_age_days: int = 21
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def tls_dir(self) -> Path:
@@ -245,6 +281,8 @@ def _set(cfg: Config, key: str, value: Any, where: str, base: Path, doc: LineDic
         _set_delivery(cfg, value, where, base)
     elif key == "srs":
         _set_srs(cfg, value, where, base)
+    elif key == "limits":
+        _set_limits(cfg, value, where)
     else:
         setattr(cfg, key, value)
 
@@ -254,7 +292,7 @@ def _check_keys(value: dict, known: dict, where: str, section: str) -> None:
         if key not in known:
             names = ", ".join(sorted(known))
             raise ConfigError(f"{where}: unknown setting {section}.{key} (known: {names})")
-        types = known[key] if section in ("dns", "srs") else known[key][1]
+        types = known[key] if section in ("dns", "srs", "limits") else known[key][1]
         if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
             raise ConfigError(
                 f"{where}: {section}.{key} has the wrong type ({type(item).__name__})"
@@ -280,6 +318,17 @@ def _set_dns(cfg: Config, value: dict, where: str) -> None:
         cfg.dns_cache = value["cache"]
     if "dnssec" in value:
         cfg.dns_dnssec = value["dnssec"]
+
+
+def _set_limits(cfg: Config, value: dict, where: str) -> None:
+    _check_keys(value, _LIMITS_KEYS, where, "limits")
+    for key, item in value.items():
+        if item <= 0:
+            raise ConfigError(f"{where}: limits.{key} must be positive")
+        default = getattr(cfg.limits, key)
+        setattr(cfg.limits, key, float(item) if isinstance(default, float) else item)
+    if cfg.limits.smtp_soft_error_limit > cfg.limits.smtp_hard_error_limit:
+        raise ConfigError(f"{where}: limits.smtp_soft_error_limit is above the hard limit")
 
 
 def _set_srs(cfg: Config, value: dict, where: str, base: Path) -> None:
