@@ -15,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import ssl
 
 from gomail import __version__, logins
 from gomail.imap import parser as p
 from gomail.imap import wire
 from gomail.imap.compress import start_deflate
+from gomail.imap.listing import list_mailboxes
 from gomail.imap.selected import SelectedFolder
 from gomail.store import (
     HIERARCHY_DELIMITER,
     Folder,
     FolderExists,
+    FolderLimit,
     NoSuchFolder,
     StoreError,
 )
@@ -129,21 +130,6 @@ def _is_loopback(host: str | None) -> bool:
         return False
     mapped = getattr(addr, "ipv4_mapped", None)
     return (mapped or addr).is_loopback
-
-
-def list_regex(pattern: str) -> re.Pattern:
-    """A LIST pattern (``*`` anything, ``%`` anything but the delimiter) as a regex."""
-    if pattern[:5].upper() == "INBOX" and pattern[5:6] in ("", HIERARCHY_DELIMITER, "*", "%"):
-        pattern = "INBOX" + pattern[5:]
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(HIERARCHY_DELIMITER)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.S)
 
 
 class ImapSession:
@@ -511,11 +497,7 @@ class ImapSession:
         return await self.app.store.list_folders(self.user)
 
     async def find_folder(self, name: str) -> Folder | None:
-        canon = _canonical(name)
-        for f in await self.folders():
-            if f.name == canon:
-                return f
-        return None
+        return await self.app.store.get_folder(self.user, name)
 
     async def cmd_create(self, cmd: p.Command) -> str:
         args: p.Create = cmd.args
@@ -529,6 +511,8 @@ class ImapSession:
             await self.app.store.create_folder(self.user, name, special)
         except FolderExists:
             raise No("Mailbox exists already", "ALREADYEXISTS") from None
+        except FolderLimit as e:
+            raise No(f"Mailbox name refused: {e}", "LIMIT") from None
         except StoreError as e:
             if special is not None and "special-use" in str(e):
                 raise No(str(e), "USEATTR") from None
@@ -560,6 +544,8 @@ class ImapSession:
             raise No("No such mailbox", "NONEXISTENT") from None
         except FolderExists:
             raise No("Mailbox exists already", "ALREADYEXISTS") from None
+        except FolderLimit as e:
+            raise No(f"Mailbox name refused: {e}", "LIMIT") from None
         except StoreError as e:
             raise No(str(e), "CANNOT") from None
         return "OK RENAME completed"
@@ -578,83 +564,10 @@ class ImapSession:
         return f"OK {cmd.name} completed"
 
     async def cmd_list(self, cmd: p.Command) -> str:
-        return await self._list(cmd.args)
+        return await list_mailboxes(self, cmd.args)
 
     async def cmd_lsub(self, cmd: p.Command) -> str:
-        return await self._list(cmd.args)
-
-    async def _list(self, args: p.List) -> str:
-        kind = "LSUB" if args.lsub else "LIST"
-        if not args.extended and len(args.patterns) == 1 and args.patterns[0] == "":
-            self.untagged(f'{kind} (\\Noselect) "{HIERARCHY_DELIMITER}" ""')
-            return f"OK {kind} completed"
-        folders = await self.folders()
-        names = {f.name for f in folders}
-        parents = set()
-        for n in names:
-            parts = n.split(HIERARCHY_DELIMITER)
-            for i in range(1, len(parts)):
-                parents.add(HIERARCHY_DELIMITER.join(parts[:i]))
-        subscribed_names = {f.name for f in folders if f.subscribed}
-        regexes = []
-        for pattern in args.patterns:
-            ref = args.reference
-            if (
-                ref
-                and pattern.startswith(HIERARCHY_DELIMITER)
-                and ref.endswith(HIERARCHY_DELIMITER)
-            ):
-                pattern = pattern[1:]
-            regexes.append(list_regex(ref + pattern))
-
-        def matches(name: str) -> bool:
-            return any(r.fullmatch(name) for r in regexes)
-
-        sel = args.selection
-        ret = args.return_options
-        want_sub = args.lsub or "SUBSCRIBED" in sel or "SUBSCRIBED" in ret
-        delim = wire.quote(HIERARCHY_DELIMITER)
-        shown: set[str] = set()
-        for f in folders:
-            if not matches(f.name):
-                continue
-            if (args.lsub or "SUBSCRIBED" in sel) and not f.subscribed:
-                if "RECURSIVEMATCH" in sel and any(
-                    s.startswith(f.name + HIERARCHY_DELIMITER) for s in subscribed_names
-                ):
-                    self.untagged(
-                        f"LIST () {delim.decode()} ".encode()
-                        + self.mailbox(f.name)
-                        + b' ("CHILDINFO" ("SUBSCRIBED"))'
-                    )
-                continue
-            if "SPECIAL-USE" in sel and not f.special_use:
-                continue
-            attrs = []
-            if not args.lsub or "CHILDREN" in ret:
-                attrs.append("\\HasChildren" if f.name in parents else "\\HasNoChildren")
-            if f.special_use and (not args.lsub):
-                attrs.append(f.special_use)
-            if want_sub and f.subscribed and not args.lsub:
-                attrs.append("\\Subscribed")
-            self.untagged(
-                f"{kind} ({' '.join(attrs)}) ".encode() + delim + b" " + self.mailbox(f.name)
-            )
-            shown.add(f.name)
-            if "STATUS" in ret:
-                await self._status(f, args.status_items)
-            await self.maybe_drain()
-        if args.lsub:
-            # A subscribed folder below the pattern's level shows its parent as \Noselect.
-            for s in sorted(subscribed_names):
-                parts = s.split(HIERARCHY_DELIMITER)
-                for i in range(len(parts) - 1, 0, -1):
-                    parent = HIERARCHY_DELIMITER.join(parts[:i])
-                    if parent in shown or not matches(parent):
-                        continue
-                    shown.add(parent)
-                    self.untagged(b"LSUB (\\Noselect) " + delim + b" " + self.mailbox(parent))
-        return f"OK {kind} completed"
+        return await list_mailboxes(self, cmd.args)
 
     async def _status(self, f: Folder, items: tuple[str, ...]) -> None:
         out = []

@@ -21,6 +21,11 @@ from gomail.context import LocalDelivery
 
 SPECIAL_FOLDERS = ("INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive")
 HIERARCHY_DELIMITER = "/"  # between the levels of folder names ("Archive/2024")
+# Folder names a client may create or rename to (Dovecot's defaults): at most this many
+# levels, each at most this many bytes of UTF-8. LIST, RENAME and DELETE then work on names of
+# a few KiB at most, whatever a client tries.
+MAX_FOLDER_LEVELS = 16
+MAX_FOLDER_LEVEL_BYTES = 255
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
@@ -34,6 +39,11 @@ class NoSuchFolder(StoreError):
 
 class FolderExists(StoreError):
     """A folder of that name exists already (IMAP: ``NO [ALREADYEXISTS]``)."""
+
+
+class FolderLimit(StoreError):
+    """A folder name too deep or too long (MAX_FOLDER_LEVELS, MAX_FOLDER_LEVEL_BYTES), or a
+    RENAME that would make one of the folders moved so (IMAP: ``NO [LIMIT]``)."""
 
 
 class NoSuchMessage(StoreError):
@@ -489,15 +499,21 @@ class Store(ABC):
         """Every folder of the account, INBOX first, then by name."""
 
     @abstractmethod
+    async def get_folder(self, user: str, name: str) -> Folder | None:
+        """One folder of the account as list_folders shows it, or None if it does not exist."""
+
+    @abstractmethod
     async def create_folder(self, user: str, name: str, special_use: str | None = None) -> None:
         """Create a folder with a new UIDVALIDITY, and its missing parents (RFC 3501).
-        A trailing delimiter is ignored. FolderExists if it exists."""
+        A trailing delimiter is ignored. FolderExists if it exists; FolderLimit if the name
+        has more than MAX_FOLDER_LEVELS levels or a level over MAX_FOLDER_LEVEL_BYTES."""
 
     @abstractmethod
     async def rename_folder(self, user: str, old: str, new: str) -> None:
         """Rename a folder and its children (old/x becomes new/x), keeping UIDVALIDITY and
         UIDs; missing parents of new are created. Renaming INBOX moves its messages to a new
-        folder new and leaves INBOX empty (its children stay), per RFC 3501."""
+        folder new and leaves INBOX empty (its children stay), per RFC 3501. FolderLimit if
+        new, or a child's new name, would be over the limits create_folder enforces."""
 
     @abstractmethod
     async def delete_folder(self, user: str, name: str) -> None:

@@ -48,6 +48,8 @@ from typing import Any
 
 from gomail.store import (
     HIERARCHY_DELIMITER,
+    MAX_FOLDER_LEVEL_BYTES,
+    MAX_FOLDER_LEVELS,
     SPECIAL_FOLDERS,
     Alias,
     AppendMessage,
@@ -59,6 +61,7 @@ from gomail.store import (
     Folder,
     FolderChanges,
     FolderExists,
+    FolderLimit,
     FolderSnapshot,
     FolderStatus,
     MessageMeta,
@@ -136,6 +139,12 @@ _SQL_MAILBOX = (
     " FROM mailboxes m JOIN users u ON u.id = m.user_id WHERE u.address = ? AND m.name = ?"
 )
 _DELETED = "(' ' || m.flags || ' ') LIKE '% \\Deleted %'"
+_SQL_FOLDER = (
+    "SELECT name, special_use, subscribed, uidvalidity, uidnext, highestmodseq,"
+    " messages, unseen, (SELECT count(*) FROM messages x"
+    "  WHERE x.mailbox_id = m.id AND x.uid >= m.recent_from), bytes"
+    " FROM mailboxes m"
+)
 _SQL_QUEUE = (
     "INSERT INTO queue (queue_id, sender, recipient, blob, size, created, next_attempt)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -246,9 +255,14 @@ def _folder_name(folder: str) -> str:
 
 def _new_folder_name(name: str) -> str:
     """A name to create or rename to: a trailing delimiter dropped, empty levels, LIST
-    wildcards and control characters refused."""
+    wildcards and control characters refused, and names over the limits (FolderLimit)."""
     name = _folder_name(name.removesuffix(HIERARCHY_DELIMITER))
+    # The limits first, so that a huge name is refused before more work is done on it.
+    if name.count(HIERARCHY_DELIMITER) >= MAX_FOLDER_LEVELS:
+        raise FolderLimit(f"folder name has more than {MAX_FOLDER_LEVELS} levels")
     levels = name.split(HIERARCHY_DELIMITER)
+    if any(len(level.encode("utf-8", "replace")) > MAX_FOLDER_LEVEL_BYTES for level in levels):
+        raise FolderLimit(f"a level of the folder name is over {MAX_FOLDER_LEVEL_BYTES} bytes")
     if (
         not name
         or any(not level for level in levels)
@@ -1141,19 +1155,51 @@ class SqliteStore(Store):
             created.append(name)
         return created
 
+    @staticmethod
+    def _check_moved_depth(
+        conn: sqlite3.Connection, user_id: int, old_name: str, new_name: str
+    ) -> None:
+        """FolderLimit if renaming old_name to new_name takes one of its children deeper than
+        MAX_FOLDER_LEVELS (their levels below old_name keep their length)."""
+        prefix = old_name + HIERARCHY_DELIMITER
+        (deepest,) = conn.execute(
+            "SELECT max(length(name) - length(replace(name, ?, ''))) FROM mailboxes"
+            " WHERE user_id = ? AND substr(name, 1, ?) = ?",
+            (HIERARCHY_DELIMITER, user_id, len(prefix), prefix),
+        ).fetchone()
+        if deepest is None:
+            return
+        below = deepest - old_name.count(HIERARCHY_DELIMITER)
+        if new_name.count(HIERARCHY_DELIMITER) + below >= MAX_FOLDER_LEVELS:
+            raise FolderLimit(
+                f"renaming {old_name} to {new_name} would take a subfolder past"
+                f" {MAX_FOLDER_LEVELS} levels"
+            )
+
     # --- IMAP: folders --------------------------------------------------------------------------
 
     async def list_folders(self, user: str) -> list[Folder]:
         def read(conn: sqlite3.Connection) -> list[Folder]:
             user_id = self._user_id(conn, user)
             rows = conn.execute(
-                "SELECT name, special_use, subscribed, uidvalidity, uidnext, highestmodseq,"
-                " messages, unseen, (SELECT count(*) FROM messages x"
-                "  WHERE x.mailbox_id = m.id AND x.uid >= m.recent_from), bytes"
-                " FROM mailboxes m WHERE user_id = ? ORDER BY name != 'INBOX', name",
-                (user_id,),
+                _SQL_FOLDER + " WHERE user_id = ? ORDER BY name != 'INBOX', name", (user_id,)
             )
             return [Folder(name, special, bool(sub), *rest) for name, special, sub, *rest in rows]
+
+        return await self._read(read)
+
+    async def get_folder(self, user: str, name: str) -> Folder | None:
+        name = _folder_name(name)
+
+        def read(conn: sqlite3.Connection) -> Folder | None:
+            user_id = self._user_id(conn, user)
+            row = conn.execute(
+                _SQL_FOLDER + " WHERE user_id = ? AND name = ?", (user_id, name)
+            ).fetchone()
+            if row is None:
+                return None
+            name_, special, sub, *rest = row
+            return Folder(name_, special, bool(sub), *rest)
 
         return await self._read(read)
 
@@ -1234,6 +1280,7 @@ class SqliteStore(Store):
                     changes.append(Change(user, "INBOX", "expunge"))
             else:
                 prefix = old_name + HIERARCHY_DELIMITER
+                self._check_moved_depth(conn, user_id, old_name, new_name)
                 try:
                     conn.execute(
                         "UPDATE mailboxes SET name = ? || substr(name, ?)"
