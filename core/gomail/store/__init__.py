@@ -26,6 +26,8 @@ HIERARCHY_DELIMITER = "/"  # between the levels of folder names ("Archive/2024")
 # a few KiB at most, whatever a client tries.
 MAX_FOLDER_LEVELS = 16
 MAX_FOLDER_LEVEL_BYTES = 255
+# Folders of one account: bounds what one LIST holds in memory (names of up to 4 KiB each).
+MAX_FOLDERS = 10_000
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
@@ -42,8 +44,9 @@ class FolderExists(StoreError):
 
 
 class FolderLimit(StoreError):
-    """A folder name too deep or too long (MAX_FOLDER_LEVELS, MAX_FOLDER_LEVEL_BYTES), or a
-    RENAME that would make one of the folders moved so (IMAP: ``NO [LIMIT]``)."""
+    """A folder name too deep or too long (MAX_FOLDER_LEVELS, MAX_FOLDER_LEVEL_BYTES), a
+    RENAME that would make one of the folders moved so, or one folder more than MAX_FOLDERS
+    (IMAP: ``NO [LIMIT]``)."""
 
 
 class NoSuchMessage(StoreError):
@@ -506,7 +509,8 @@ class Store(ABC):
     async def create_folder(self, user: str, name: str, special_use: str | None = None) -> None:
         """Create a folder with a new UIDVALIDITY, and its missing parents (RFC 3501).
         A trailing delimiter is ignored. FolderExists if it exists; FolderLimit if the name
-        has more than MAX_FOLDER_LEVELS levels or a level over MAX_FOLDER_LEVEL_BYTES."""
+        has more than MAX_FOLDER_LEVELS levels or a level over MAX_FOLDER_LEVEL_BYTES, or
+        the account would have more than MAX_FOLDERS folders."""
 
     @abstractmethod
     async def rename_folder(self, user: str, old: str, new: str) -> None:

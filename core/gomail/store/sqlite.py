@@ -50,6 +50,7 @@ from gomail.store import (
     HIERARCHY_DELIMITER,
     MAX_FOLDER_LEVEL_BYTES,
     MAX_FOLDER_LEVELS,
+    MAX_FOLDERS,
     SPECIAL_FOLDERS,
     Alias,
     AppendMessage,
@@ -1141,19 +1142,33 @@ class SqliteStore(Store):
     def _create_missing(
         self, conn: sqlite3.Connection, user_id: int, names: list[str]
     ) -> list[str]:
-        """Create the folders among names that do not exist; the names created."""
-        created = []
-        for name in names:
-            if conn.execute(
+        """Create the folders among names that do not exist; the names created. FolderLimit
+        if that would take the account past MAX_FOLDERS."""
+        missing = [
+            name
+            for name in names
+            if not conn.execute(
                 "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
-            ).fetchone():
-                continue
+            ).fetchone()
+        ]
+        if missing:
+            self._check_folder_count(conn, user_id, len(missing))
+        created = []
+        for name in missing:
             conn.execute(
                 "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES (?, ?, ?)",
                 (user_id, name, self._next_uidvalidity(conn)),
             )
             created.append(name)
         return created
+
+    @staticmethod
+    def _check_folder_count(conn: sqlite3.Connection, user_id: int, adding: int) -> None:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM mailboxes WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if count + adding > MAX_FOLDERS:
+            raise FolderLimit(f"the account has {count} folders; at most {MAX_FOLDERS} allowed")
 
     @staticmethod
     def _check_moved_depth(
@@ -1249,6 +1264,7 @@ class SqliteStore(Store):
             src_id, _uidvalidity, uidnext, highestmodseq, recent_from, _special = src
             if old_name == "INBOX":
                 # RFC 3501: the messages go to a new folder; INBOX stays, empty.
+                self._check_folder_count(conn, user_id, 1)
                 cur = conn.execute(
                     "INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, highestmodseq,"
                     " recent_from) VALUES (?, ?, ?, ?, ?, ?)",
