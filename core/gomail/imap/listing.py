@@ -18,8 +18,8 @@ from gomail.store import HIERARCHY_DELIMITER
 if TYPE_CHECKING:
     from gomail.imap.session import ImapSession
 
-# Give other connections the event loop after this many folders of a long listing.
-YIELD_EVERY = 256
+# A long listing gives other connections the event loop after this many seconds.
+YIELD_AFTER = 0.02
 
 
 def has_descendant(sorted_names: list[str], name: str) -> bool:
@@ -27,6 +27,19 @@ def has_descendant(sorted_names: list[str], name: str) -> bool:
     prefix = name + HIERARCHY_DELIMITER
     i = bisect.bisect_left(sorted_names, prefix)
     return i < len(sorted_names) and sorted_names[i].startswith(prefix)
+
+
+class _Pause:
+    """Awaited once per folder: lets the loop run other connections every YIELD_AFTER s."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.until = self.loop.time() + YIELD_AFTER
+
+    async def __call__(self) -> None:
+        if self.loop.time() >= self.until:
+            await asyncio.sleep(0)
+            self.until = self.loop.time() + YIELD_AFTER
 
 
 async def list_mailboxes(s: ImapSession, args: p.List) -> str:
@@ -49,9 +62,9 @@ async def list_mailboxes(s: ImapSession, args: p.List) -> str:
     want_sub = args.lsub or "SUBSCRIBED" in sel or "SUBSCRIBED" in ret
     delim = wire.quote(HIERARCHY_DELIMITER)
     shown: set[str] = set()
-    for n, f in enumerate(folders):
-        if n % YIELD_EVERY == YIELD_EVERY - 1:
-            await asyncio.sleep(0)
+    pause = _Pause()
+    for f in folders:
+        await pause()
         if not pattern.matches(f.name):
             continue
         if only_subscribed and not f.subscribed:
@@ -82,9 +95,8 @@ async def list_mailboxes(s: ImapSession, args: p.List) -> str:
         # A subscribed folder below the pattern's level shows its parent as \Noselect. Each
         # parent is looked at once: when one was seen already, so were all above it.
         seen: set[str] = set()
-        for n, name in enumerate(subscribed):
-            if n % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+        for name in subscribed:
+            await pause()
             end = name.rfind(HIERARCHY_DELIMITER)
             while end > 0:
                 parent = name[:end]
