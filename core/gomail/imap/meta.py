@@ -24,27 +24,51 @@ MAX_TEXT = 1_000_000  # characters of body text kept for SEARCH BODY/TEXT
 MAX_HEADER_TEXT = 256 * 1024
 
 _WSP = re.compile(r"[ \t\r\n]+")
-_TRAILER = re.compile(r"(?:[ ]|\(fwd\))+\Z", re.I)
 _BLOB = r"\[[^\[\]]*\][ ]*"
-_LEADER = re.compile(rf"\A(?:[ ]+|(?:{_BLOB})*(?:re|fwd?)[ ]*(?:{_BLOB})?:)", re.I)
-_BLOB_LEAD = re.compile(rf"\A{_BLOB}")
+# Matched at a position (pattern.match(s, pos)): never by slicing off one leader at a time,
+# which copies the rest of the subject each time (quadratic in "re:re:re:…").
+_LEADER = re.compile(rf"[ ]+|(?:{_BLOB})*(?:re|fwd?)[ ]*(?:{_BLOB})?:", re.I)
+_BLOB_AT = re.compile(_BLOB)
 _FWD = re.compile(r"\A\[fwd:(.*)\]\Z", re.I | re.S)
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 
 
+def _trailer_start(s: str) -> int:
+    """Where the subj-trailers at the end of s begin (step 2): spaces and "(fwd)"."""
+    end = len(s)
+    while True:
+        if s.endswith(" ", 0, end):
+            end -= 1
+        elif end >= 5 and s[end - 5 : end].lower() == "(fwd)":
+            end -= 5
+        else:
+            return end
+
+
 def base_subject(subject: str) -> str:
-    """The RFC 5256 section 2.1 base subject of an (already RFC 2047 decoded) subject."""
+    """The RFC 5256 section 2.1 base subject of an (already RFC 2047 decoded) subject.
+
+    Linear in the subject's length: a subject is client data, up to the message size."""
     s = _WSP.sub(" ", subject)
     for _ in range(100):  # each round removes something; bounded anyway
-        s = _TRAILER.sub("", s)  # step 2
+        end = _trailer_start(s)  # step 2
+        pos = 0
         while True:  # steps 3 and 4
-            before = s
-            s = _LEADER.sub("", s, count=1)
-            m = _BLOB_LEAD.match(s)
-            if m and s[m.end() :]:
-                s = s[m.end() :]
-            if s == before:
-                break
+            m = _LEADER.match(s, pos, end)
+            if m is not None and m.end() > pos:
+                pos = m.end()
+                m = _BLOB_AT.match(s, pos, end)
+                if m is not None and m.end() < end:
+                    pos = m.end()
+                continue
+            # No leader here, nor after any of the blobs that follow (a leader would have
+            # taken them all): the blobs go, one by one, as long as something remains.
+            m = _BLOB_AT.match(s, pos, end)
+            while m is not None and m.end() < end:
+                pos = m.end()
+                m = _BLOB_AT.match(s, pos, end)
+            break
+        s = s[pos:end]
         m = _FWD.match(s)  # step 5
         if not m:
             break
