@@ -51,12 +51,12 @@ LIMITS = p.Limits(max_append=APPENDLIMIT)
 # strings, so lines, literals and whole commands are small (Dovecot's imap-login alike).
 # A larger synchronizing literal gets BAD and no "+"; a larger non-synchronizing one is
 # answered BAD and BYE, the connection closed.
-PREAUTH_LITERAL = 8 * 1024
+PREAUTH_LITERAL = 8 * 1024  # a line, a literal and a whole command
 PREAUTH_LIMITS = p.Limits(
     max_line=PREAUTH_LITERAL,
     max_literal=PREAUTH_LITERAL,
     max_append=PREAUTH_LITERAL,
-    max_command=2 * PREAUTH_LITERAL,
+    max_command=PREAUTH_LITERAL,
 )
 
 # Capabilities, advertised only for what works.
@@ -183,6 +183,7 @@ class ImapSession:
         self.loop = asyncio.get_running_loop()
         self.login_deadline = self.loop.time() + LOGIN_TIMEOUT
         self.logging_out = False
+        self.stalled = False  # the client stopped reading what we write
 
     # --- session flags --------------------------------------------------------------------
 
@@ -239,6 +240,7 @@ class ImapSession:
             async with asyncio.timeout(max(self._timeout(), 1.0)):
                 await self.writer.drain()
         except TimeoutError:
+            self.stalled = True
             raise Closed from None
 
     def mailbox(self, name: str) -> bytes:
@@ -407,10 +409,14 @@ class ImapSession:
             if self.selected is not None:
                 self.selected.close()
                 self.selected = None
-            try:
-                await asyncio.wait_for(self.writer.drain(), 5)
-            except Exception:
-                pass
+            if self.stalled:
+                # A plain close would wait for the unread answers to go out, for ever.
+                self.writer.transport.abort()
+            else:
+                try:
+                    await asyncio.wait_for(self.writer.drain(), 5)
+                except Exception:
+                    pass
             if self.compressing is not None:
                 self.compressing.cancel()
             if self.session_key is not None:
