@@ -2,7 +2,8 @@
 
 Outgoing data goes through a transport wrapper that compresses and sync-flushes each write,
 so every response reaches the client at once. Incoming data is inflated by a pump task into
-a fresh StreamReader that the session reads from instead of the socket's.
+a fresh StreamReader that the session reads from instead of the socket's, and no faster than
+the session reads it (a deflate bomb stays compressed until it is asked for).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """IMAP listeners: accept connections and run an IMAP session on each.
 
 ``gomail run`` makes one :class:`ImapListener` per IMAP listener (``imap`` with STARTTLS,
-``imaps`` with implicit TLS) and stops them on SIGTERM.
+``imaps`` with implicit TLS) and stops them on SIGTERM. Each listener counts its connections
+(``limits.connections`` in all, ``limits.connections_per_ip`` from one client address); past
+either, the client gets ``* BYE [UNAVAILABLE]`` and is closed before a session is made.
 """
 
 from __future__ import annotations

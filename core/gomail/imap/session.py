@@ -395,6 +395,9 @@ class ImapSession:
                     if self.logging_out:
                         break
                 await self.drain()
+                # Pipelined commands already read would run back to back without a pause
+                # (nothing above waits while data is buffered): let other clients in between.
+                await asyncio.sleep(0)
         except Closed:
             pass
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
