@@ -2,7 +2,8 @@
 
 Outgoing data goes through a transport wrapper that compresses and sync-flushes each write,
 so every response reaches the client at once. Incoming data is inflated by a pump task into
-a fresh StreamReader that the session reads from instead of the socket's.
+a fresh StreamReader that the session reads from instead of the socket's, and no faster than
+the session reads it (a deflate bomb stays compressed until it is asked for).
 """
 
 from __future__ import annotations
@@ -13,10 +14,30 @@ from typing import Any
 
 READ_CHUNK = 64 * 1024
 # A client could send a small deflate stream that inflates to gigabytes ("zip bomb"): inflate
-# at most this much per chunk read, the rest waits in the decompressor.
-MAX_INFLATE = 1 << 20
+# at most this much at a time, and no more while the session has enough unread (see _Gate);
+# the rest waits in the decompressor, still compressed, and the socket is not read meanwhile.
+MAX_INFLATE = 64 * 1024
 # Inflated but not yet read by the session: more than the largest APPEND is an attack.
 MAX_UNREAD = 64 << 20
+
+
+class _Gate:
+    """Stands in for the transport of the inflated StreamReader, which pauses it when the
+    session has more than twice the reader's limit unread and resumes it when the session
+    reads it down (or waits for more, as for a long literal); the pump waits while paused."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def pause_reading(self) -> None:
+        self._open.clear()
+
+    def resume_reading(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
 
 
 class DeflateTransport(asyncio.Transport):
@@ -77,6 +98,9 @@ def start_deflate(
     inflated = asyncio.StreamReader(limit=reader._limit, loop=loop)
     out = asyncio.StreamWriter(DeflateTransport(writer.transport), writer._protocol, inflated, loop)
 
+    gate = _Gate()
+    inflated.set_transport(gate)  # type: ignore[arg-type]
+
     async def pump() -> None:
         inflate = zlib.decompressobj(-15)
         try:
@@ -84,15 +108,14 @@ def start_deflate(
                 data = await reader.read(READ_CHUNK)
                 if not data:
                     break
-                chunk = inflate.decompress(data, MAX_INFLATE)
-                while True:
+                while data:
+                    await gate.wait()
+                    chunk = inflate.decompress(data, MAX_INFLATE)
+                    data = inflate.unconsumed_tail
                     if chunk:
                         inflated.feed_data(chunk)
                         if len(inflated._buffer) > MAX_UNREAD:
                             raise ConnectionError("too much inflated data unread")
-                    if not inflate.unconsumed_tail:
-                        break
-                    chunk = inflate.decompress(inflate.unconsumed_tail, MAX_INFLATE)
         except (zlib.error, ConnectionError) as exc:
             inflated.set_exception(ConnectionError(f"COMPRESS: {exc}"))
             return

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 BATCH = 500  # messages per fetch_meta read
 RAW_BATCH = 64  # messages per fetch_raw_many read
+# ... and their bytes: the bodies of a batch are held together, and 64 messages can be GBs
+RAW_BATCH_BYTES = 4 * 1024 * 1024
 WRITE_CHUNK = 64 * 1024  # messages larger than this are parsed off the event loop
 
 _META_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
@@ -201,8 +203,7 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
                         row = m.row
                         todo[k] = (i, _Message(_replace(row, flags, modseq)))
                         seen_now.add(row.uid)
-        for rstart in range(0, len(todo), RAW_BATCH if need_raw else len(todo)):
-            part = todo[rstart : rstart + (RAW_BATCH if need_raw else len(todo))]
+        for part in _raw_batches(todo) if need_raw else [todo]:
             no_meta = need_meta and any(m.row.envelope is None for _i, m in part)
             if need_raw or no_meta:
                 wanted = [m.row.uid for _i, m in part if need_raw or m.row.envelope is None]
@@ -242,6 +243,21 @@ async def fetch(s: ImapSession, cmd: p.Command) -> str:
     if missing:
         raise No("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return f"OK {'UID ' if cmd.uid else ''}FETCH completed"
+
+
+def _raw_batches(todo: list) -> list[list]:
+    """``todo`` cut into batches of at most RAW_BATCH messages and RAW_BATCH_BYTES (a larger
+    message alone)."""
+    batches: list[list] = []
+    size = 0
+    for item in todo:
+        msg_size = item[1].row.size
+        if not batches or len(batches[-1]) >= RAW_BATCH or size + msg_size > RAW_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += msg_size
+    return batches
 
 
 async def _fetch_from_view(

@@ -1,7 +1,9 @@
 """IMAP listeners: accept connections and run an IMAP session on each.
 
 ``gomail run`` makes one :class:`ImapListener` per IMAP listener (``imap`` with STARTTLS,
-``imaps`` with implicit TLS) and stops them on SIGTERM.
+``imaps`` with implicit TLS) and stops them on SIGTERM. Each listener counts its connections
+(``limits.connections`` in all, ``limits.connections_per_ip`` from one client address); past
+either, the client gets ``* BYE [UNAVAILABLE]`` and is closed before a session is made.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import logging
 import ssl
 from typing import TYPE_CHECKING
+
+from gomail.limits import ConnectionLimiter
 
 if TYPE_CHECKING:
     from gomail.app import App
@@ -29,6 +33,8 @@ class ImapListener:
         self.implicit_tls = implicit_tls
         self.server: asyncio.base_events.Server | None = None
         self.sessions: set[asyncio.Task] = set()
+        limits = app.config.limits
+        self.limiter = ConnectionLimiter(limits.connections, limits.connections_per_ip)
 
     @property
     def address(self) -> str:
@@ -49,6 +55,21 @@ class ImapListener:
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else ""
+        refusal = self.limiter.admit(ip)
+        if refusal is not None:
+            # Before any session exists: one short line, no read, and the socket is closed
+            # (the transport sends what it can of the line and then lets go).
+            writer.write(f"* BYE [UNAVAILABLE] {refusal.capitalize()}\r\n".encode())
+            writer.close()
+            return
+        try:
+            await self._session(reader, writer)
+        finally:
+            self.limiter.release(ip)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from gomail.imap.session import ImapSession
 
         task = asyncio.current_task()

@@ -18,6 +18,7 @@ import logging
 import ssl
 
 from gomail import __version__, logins
+from gomail.clients import client_key
 from gomail.imap import parser as p
 from gomail.imap import wire
 from gomail.imap.compress import start_deflate
@@ -39,8 +40,25 @@ IDLE_TIMEOUT = 30 * 60.0  # autologout of an authenticated client that sends not
 APPENDLIMIT = 50 * 1024 * 1024
 MAX_DISCARD = 2 * APPENDLIMIT  # bytes of a refused non-synchronizing literal we skip
 WRITE_HIGH_WATER = 256 * 1024
+# All the literals of one command together: MULTIAPPEND is held in memory until it is parsed,
+# so many messages each under APPENDLIMIT must not add up to gigabytes.
+MAX_COMMAND_LITERALS = APPENDLIMIT
+# A line over the limit is answered BAD and skipped; one this long ends the connection (with
+# COMPRESS a few KB of input inflate to that, so skipping it would be work for nothing).
+MAX_SKIP = 1024 * 1024
 
 LIMITS = p.Limits(max_append=APPENDLIMIT)
+# Before login a client has not shown who it is: LOGIN and AUTHENTICATE need a few short
+# strings, so lines, literals and whole commands are small (Dovecot's imap-login alike).
+# A larger synchronizing literal gets BAD and no "+"; a larger non-synchronizing one is
+# answered BAD and BYE, the connection closed.
+PREAUTH_LITERAL = 8 * 1024  # a line, a literal and a whole command
+PREAUTH_LIMITS = p.Limits(
+    max_line=PREAUTH_LITERAL,
+    max_literal=PREAUTH_LITERAL,
+    max_append=PREAUTH_LITERAL,
+    max_command=PREAUTH_LITERAL,
+)
 
 # Capabilities, advertised only for what works.
 _BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
@@ -143,6 +161,7 @@ class ImapSession:
         self.peer = peer[0] if isinstance(peer, tuple) and peer else ""
         self.tls = bool(getattr(listener, "implicit_tls", False))
         self.user: str | None = None
+        self.session_key: str | None = None  # counted in app.imap_sessions while logged in
         self.selected: SelectedFolder | None = None
         self.failures = 0
         self.enabled: set[str] = set()
@@ -150,6 +169,7 @@ class ImapSession:
         self.loop = asyncio.get_running_loop()
         self.login_deadline = self.loop.time() + LOGIN_TIMEOUT
         self.logging_out = False
+        self.stalled = False  # the client stopped reading what we write
 
     # --- session flags --------------------------------------------------------------------
 
@@ -196,7 +216,18 @@ class ImapSession:
     async def maybe_drain(self) -> None:
         transport = self.writer.transport
         if transport is not None and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            await self.writer.drain()
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the client has read enough of what was written; a client that reads
+        nothing for as long as a read may wait (login or autologout time) is dropped, so
+        that it holds neither memory nor its connection slot for ever."""
+        try:
+            async with asyncio.timeout(max(self._timeout(), 1.0)):
+                await self.writer.drain()
+        except TimeoutError:
+            self.stalled = True
+            raise Closed from None
 
     def mailbox(self, name: str) -> bytes:
         return wire.mailbox(name, utf8=self.utf8)
@@ -228,13 +259,24 @@ class ImapSession:
         except asyncio.LimitOverrunError as e:
             head = await reader.readexactly(e.consumed)
         # Over the limit: keep the start (for the tag), skip to the end of the line.
+        skipped = len(head)
         while True:
             try:
-                await reader.readuntil(b"\n")
+                skipped += len(await reader.readuntil(b"\n"))
                 break
             except asyncio.LimitOverrunError as e:
-                await reader.readexactly(e.consumed)
+                skipped += len(await reader.readexactly(e.consumed))
+            if skipped > MAX_SKIP:
+                self.untagged(b"BYE Line too long")
+                raise Closed
         return _LongLine(head[: LIMITS.max_line + 1])
+
+    def _limits(self) -> p.Limits:
+        return LIMITS if self.user is not None else PREAUTH_LIMITS
+
+    def _discard_limit(self) -> int:
+        """The largest refused non-synchronizing literal we read and drop; past it, BYE."""
+        return MAX_DISCARD if self.user is not None else PREAUTH_LITERAL
 
     async def _discard(self, size: int) -> None:
         while size > 0:
@@ -243,9 +285,35 @@ class ImapSession:
                 raise Closed
             size -= len(chunk)
 
+    def _refusal(self, buf: p.CommandBuffer, error: p.ParseError | None) -> p.ParseError | None:
+        """Why a literal must not be read (before "+" is sent): the command is not allowed in
+        this state (that answer wins over a size error), or the command's literals together
+        are too large. None when nothing speaks against it."""
+        announced = error.literal if error is not None else buf.expecting
+        if announced is None:
+            return error
+        name = (buf.name or "").removeprefix("UID ")
+        err = self.state_error(name) if name else None
+        if err is not None:
+            return p.ParseError(err, tag=buf.tag, literal=announced)
+        if error is not None:
+            return error
+        total = sum(len(x.data) for x in buf.parts if isinstance(x, p.Literal)) + announced.size
+        if total > MAX_COMMAND_LITERALS:
+            if name == "APPEND":
+                return p.ParseError(
+                    f"Messages over {MAX_COMMAND_LITERALS} bytes in all; append fewer at once",
+                    tag=buf.tag,
+                    code="TOOBIG",
+                    status="NO",
+                    literal=announced,
+                )
+            return p.ParseError("Command too long", tag=buf.tag, literal=announced)
+        return None
+
     async def read_command(self) -> p.Command | None:
         """The next command, or None when a BAD/NO was already sent for it."""
-        buf = p.CommandBuffer(LIMITS)
+        buf = p.CommandBuffer(self._limits())
         line = await self.readline()
         if isinstance(line, _LongLine):
             line = bytes(line)
@@ -253,12 +321,18 @@ class ImapSession:
             return None  # an empty line: ignore it, as other servers do
         try:
             while True:
-                announced = buf.add_line(line)
+                try:
+                    announced = buf.add_line(line)
+                except p.ParseError as e:
+                    raise self._refusal(buf, e) from None
                 if announced is None:
                     break
+                refusal = self._refusal(buf, None)
+                if refusal is not None:
+                    raise refusal
                 if not announced.non_synchronizing:
                     self.write(b"+ Ready for literal data\r\n")
-                    await self.writer.drain()
+                    await self.drain()
                 data = await self._read(self.reader.readexactly(announced.size))
                 buf.add_literal(data)
                 line = await self.readline()
@@ -266,22 +340,28 @@ class ImapSession:
         except p.ParseError as e:
             lit = e.literal
             if lit is not None and lit.non_synchronizing:
-                # The client sends the literal anyway: skip it and the rest of the command.
-                if lit.size > MAX_DISCARD:
-                    self.write(e.response())
-                    self.untagged(b"BYE Literal too large")
-                    raise Closed from None
+                # The client sends the literal anyway: skip it and the rest of the command,
+                # unless it is too large to be worth reading.
+                if lit.size > self._discard_limit():
+                    self._literal_bye(e)
                 await self._discard(lit.size)
-                await self._skip_rest()
+                await self._skip_rest(e)
             self.write(e.response())
             return None
 
-    async def _skip_rest(self) -> None:
+    def _literal_bye(self, error: p.ParseError) -> None:
+        self.write(error.response())
+        self.untagged(b"BYE Literal too large")
+        raise Closed
+
+    async def _skip_rest(self, error: p.ParseError) -> None:
         while True:
             line = await self.readline()
             ann = p.literal_announcement(line)
-            if ann is None or not ann.non_synchronizing or ann.size > MAX_DISCARD:
+            if ann is None or not ann.non_synchronizing:
                 return
+            if ann.size > self._discard_limit():
+                self._literal_bye(error)
             await self._discard(ann.size)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -290,17 +370,20 @@ class ImapSession:
         try:
             if self.app.stopping:
                 self.untagged(b"BYE Server shutting down")
-                await self.writer.drain()
+                await self.drain()
                 return
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] gomail ready")
-            await self.writer.drain()
+            await self.drain()
             while True:
                 cmd = await self.read_command()
                 if cmd is not None:
                     await self.execute(cmd)
                     if self.logging_out:
                         break
-                await self.writer.drain()
+                await self.drain()
+                # Pipelined commands already read would run back to back without a pause
+                # (nothing above waits while data is buffered): let other clients in between.
+                await asyncio.sleep(0)
         except Closed:
             pass
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
@@ -315,12 +398,19 @@ class ImapSession:
             if self.selected is not None:
                 self.selected.close()
                 self.selected = None
-            try:
-                await asyncio.wait_for(self.writer.drain(), 5)
-            except Exception:
-                pass
+            if self.stalled:
+                # A plain close would wait for the unread answers to go out, for ever.
+                self.writer.transport.abort()
+            else:
+                try:
+                    await asyncio.wait_for(self.writer.drain(), 5)
+                except Exception:
+                    pass
             if self.compressing is not None:
                 self.compressing.cancel()
+            if self.session_key is not None:
+                self.app.imap_sessions.release(self.session_key)
+                self.session_key = None
 
     def state_error(self, name: str) -> str | None:
         if name in ANY_STATE:
@@ -400,7 +490,7 @@ class ImapSession:
         if self.reader._buffer:  # RFC 4978: no pipelining past COMPRESS
             raise Bad("Data after COMPRESS")
         self.write(f"{cmd.tag} OK DEFLATE active\r\n".encode())
-        await self.writer.drain()
+        await self.drain()
         self.reader, self.writer, self.compressing = start_deflate(self.reader, self.writer)
         return None  # type: ignore[return-value]
 
@@ -410,7 +500,7 @@ class ImapSession:
         if self.reader._buffer:  # pipelined data after STARTTLS: command injection
             raise Bad("Data after STARTTLS")
         self.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
-        await self.writer.drain()
+        await self.drain()
         await self.writer.start_tls(self.listener.tls_context)
         self.tls = True
         return None  # type: ignore[return-value]
@@ -430,8 +520,10 @@ class ImapSession:
         data = args.initial_response
         if data is None:
             self.write(b"+ \r\n")
-            await self.writer.drain()
+            await self.drain()
             line = await self.readline()
+            if len(line) > PREAUTH_LIMITS.max_line + 2:
+                raise Bad("SASL response too long")
             try:
                 data = p.sasl_response(line)
             except p.ParseError as e:
@@ -471,6 +563,19 @@ class ImapSession:
                 self.untagged(b"BYE Too many failed authentications")
                 self.logging_out = True
             return "NO [AUTHENTICATIONFAILED] Authentication failed"
+        # The password was right, so the refusal tells nothing to a guesser, and it is not a
+        # failure. A tagged NO (not BYE) keeps the connection: the client may log in again
+        # once one of its other sessions has ended, and [LIMIT] (RFC 5530) tells clients that
+        # this is not a wrong password to ask the user about again.
+        key = f"{result.user}\0{client_key(self.peer)}"
+        if not self.app.imap_sessions.acquire(key):
+            log.warning(
+                "IMAP session limit",
+                extra={"fields": {"user": result.user, "peer": self.peer}},
+            )
+            limit = self.app.imap_sessions.limit
+            return f"NO [LIMIT] Maximum number of connections from user+IP exceeded ({limit})"
+        self.session_key = key
         self.user = result.user
         return f"OK [CAPABILITY {self.capabilities()}] Logged in"
 
@@ -713,7 +818,7 @@ class ImapSession:
         sel = self.selected
         if sel is not None:
             await sel.sync(force=True)
-        await self.writer.drain()
+        await self.drain()
         read = asyncio.ensure_future(self.readline())
         waiter = None
         try:
@@ -733,7 +838,7 @@ class ImapSession:
                     else:
                         if change.folder == sel.name and change.kind != "folders":
                             await sel.sync(force=True)
-                            await self.writer.drain()
+                            await self.drain()
                     waiter = None
                 if read in done:
                     line = read.result()
