@@ -8,11 +8,12 @@ import logging
 import signal
 import socket
 
-from gomail import __version__, events
+from gomail import __version__, events, storms
 from gomail.app import App
 from gomail.config import Config
 from gomail.delivery import QueueRunner
 from gomail.dns import from_config as dns_from_config
+from gomail.fdlimit import descriptors_needed, raise_fd_limit
 from gomail.permissions import warn_loose_permissions
 from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
@@ -93,6 +94,7 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
+        raise_fd_limit(descriptors_needed(config, len(self.addresses)))
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tls = server_context(config)
         tune_asyncio_tls()
@@ -209,8 +211,9 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    await stop.wait()
-    log.info("stopping on signal")
-    await server.stop()
+    with storms.install(loop):
+        await server.start()
+        await stop.wait()
+        log.info("stopping on signal")
+        await server.stop()
     return 0
