@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from gomail import events
 from gomail.address import normalize_address
 from gomail.clients import client_key
+from gomail.limits import KeyedCounter
 
 if TYPE_CHECKING:
     from gomail.app import App
@@ -43,12 +44,19 @@ class LoginGuard:
     Past ``max_failures`` within ``window`` seconds the address is locked out until its
     failures age out. Per address, not per account: locking accounts would let anyone lock
     out their owner.
+
+    The limit holds under concurrency: an attempt takes a reservation (``reserve``) before
+    its password is checked, and the reservation counts as a failure until it is settled as
+    one (``failed``) or given back on success (``release``). So however many attempts from
+    one address arrive at once, at most ``max_failures`` of them are ever checked against a
+    password within the window; the rest are answered as locked out.
     """
 
     def __init__(self, max_failures: int = 10, window: float = 900.0) -> None:
         self.max_failures = max_failures
         self.window = window
         self._failures: dict[str, list[float]] = {}
+        self._in_flight = KeyedCounter(max_failures)
 
     def _recent(self, key: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(key, ()) if now - t < self.window]
@@ -59,9 +67,24 @@ class LoginGuard:
         return times
 
     def locked(self, ip: str) -> bool:
+        """Whether ``ip`` has used up its failures (settled ones only)."""
         return len(self._recent(client_key(ip), time.monotonic())) >= self.max_failures
 
+    def reserve(self, ip: str) -> bool:
+        """Take a reservation for one attempt from ``ip``: False when the address is locked
+        out, counting the attempts in flight. Settle it with ``failed`` or ``release``."""
+        key = client_key(ip)
+        settled = len(self._recent(key, time.monotonic()))
+        if settled + self._in_flight.count(key) >= self.max_failures:
+            return False
+        return self._in_flight.acquire(key)
+
+    def release(self, ip: str) -> None:
+        """Give back a reservation whose attempt succeeded."""
+        self._in_flight.release(client_key(ip))
+
     def failed(self, ip: str) -> None:
+        """Record a failure; with a reservation, ``release`` it first (``login`` does)."""
         if len(self._failures) >= MAX_TRACKED:
             self._failures.clear()  # bounded: a flood of addresses resets the table
         key = client_key(ip)
@@ -84,7 +107,7 @@ async def login(
     """Check one login attempt. ``failures`` counts this connection's failures before it; a
     failure is answered only after a delay that grows with it."""
     guard = app.login_guard
-    if guard.locked(peer):
+    if not guard.reserve(peer):
         app.emit(
             events.LOGIN_FAILED, protocol=protocol, listener=listener, peer=peer,
             username=login[:200], failures=failures + 1, locked=True,
@@ -99,7 +122,20 @@ async def login(
         user = normalize_address(login)
     except ValueError:
         user = None
-    if user is not None and secret and await app.check_password(user, secret):
+    try:
+        ok = user is not None and bool(secret) and await app.check_password(user, secret)
+    except asyncio.CancelledError:
+        # The client hung up during the check: counted as a guess, or hanging up would be a
+        # way to try passwords (and spend hashes) past the limit.
+        guard.release(peer)
+        guard.failed(peer)
+        raise
+    except BaseException:
+        guard.release(peer)
+        raise
+    # The reservation becomes a failure (below) in the same step, so the limit has no gap.
+    guard.release(peer)
+    if ok:
         app.emit(
             events.LOGIN_SUCCEEDED, protocol=protocol, listener=listener, peer=peer, username=user
         )

@@ -51,8 +51,21 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         """The encoded argon2id hash of password (``$argon2id$v=19$...``)."""
-        async with self._limit:
-            return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._in_thread(self._hasher.hash, password)
+
+    async def _in_thread(self, fn, *args):
+        """fn(*args) in a worker thread, at most ``concurrency`` at once. A slot is held until
+        its thread finishes, even when the caller is cancelled (a client that hangs up): a
+        thread cannot be stopped, so giving the slot back early would let clients that
+        connect, send a password and hang up run any number of 64 MiB hashes at once."""
+        await self._limit.acquire()
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except BaseException:
+            self._limit.release()
+            raise
+        fut.add_done_callback(lambda _f: self._limit.release())
+        return await asyncio.shield(fut)
 
     def hash_sync(self, password: str) -> str:
         """The same, blocking: for the CLI, never on the event loop."""
@@ -70,8 +83,7 @@ class PasswordHasher:
                 self._cache.move_to_end(key)
                 return True
             del self._cache[key]
-        async with self._limit:
-            ok = await asyncio.to_thread(self._verify_sync, stored_hash, password)
+        ok = await self._in_thread(self._verify_sync, stored_hash, password)
         if ok and self.cache_ttl > 0 and self.cache_size > 0:
             self._cache[key] = time.monotonic() + self.cache_ttl
             self._cache.move_to_end(key)

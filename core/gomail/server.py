@@ -8,11 +8,13 @@ import logging
 import signal
 import socket
 
-from gomail import __version__, events
+from gomail import __version__, events, storms
 from gomail.app import App
 from gomail.config import Config
 from gomail.delivery import QueueRunner
 from gomail.dns import from_config as dns_from_config
+from gomail.fdlimit import descriptors_needed, raise_fd_limit
+from gomail.permissions import warn_loose_permissions
 from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
@@ -92,11 +94,13 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        raise_fd_limit(descriptors_needed(config, len(self.addresses)))
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tls = server_context(config)
         tune_asyncio_tls()
         store = open_store(config.data_dir, config.blob_inline_max)
         await store.open()
+        warn_loose_permissions(config)
         self.app = app = App(config, self.plugins, self.pipes, store, dns=dns_from_config(config))
         for _name, impl in self.plugins.impls("startup"):
             await impl.function(**{n: app for n in impl.argnames})
@@ -207,8 +211,9 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    await stop.wait()
-    log.info("stopping on signal")
-    await server.stop()
+    with storms.install(loop):
+        await server.start()
+        await stop.wait()
+        log.info("stopping on signal")
+        await server.stop()
     return 0

@@ -14,6 +14,7 @@ import click
 
 from gomail import __version__
 from gomail.config import Config, load_config
+from gomail.permissions import make_process_private
 from gomail.yamlfile import ConfigError
 
 
@@ -45,6 +46,8 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, config_file: Path | None, log_format):
     """gomail: an all-in-one mail server for your own domains."""
+    # Before any command writes: the database, blobs, backups and keys are private.
+    make_process_private()
     ctx.obj = _LazyConfig(config_file, data_dir, log_format)
 
 

@@ -182,6 +182,15 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def create_private(path: Path) -> None:
+    """Create an empty database file readable by its owner only, unless it exists: SQLite
+    gives its -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
     """The numbered ``NNNN_name.sql`` files, in order."""
     found: dict[int, Path] = {}
@@ -537,6 +546,7 @@ class SqliteStore(Store):
     def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future) -> None:
         try:
             make_dirs_durably(self.data_dir)
+            create_private(self.db_path)
             conn = connect(self.db_path)
             try:
                 applied = migrate(conn)
@@ -2127,6 +2137,7 @@ class SqliteStore(Store):
         target_path = dest / DB_NAME
         source = connect(self.db_path, readonly=True)
         try:
+            create_private(target_path)
             target = sqlite3.connect(target_path, isolation_level=None)
             try:
                 source.backup(target)  # one step: a consistent snapshot
