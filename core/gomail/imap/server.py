@@ -13,6 +13,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from gomail.imap.session import ImapSession
 from gomail.limits import ConnectionLimiter
 
 if TYPE_CHECKING:
@@ -70,8 +71,6 @@ class ImapListener:
             self.limiter.release(ip)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        from gomail.imap.session import ImapSession
-
         task = asyncio.current_task()
         self.sessions.add(task)
         try:
