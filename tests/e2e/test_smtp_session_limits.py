@@ -293,6 +293,29 @@ def test_connection_limits_per_address_and_in_all(gomail_factory):
     assert "Traceback" not in g.log
 
 
+def test_idle_clients_are_dropped_fast_under_stress(gomail_factory):
+    """A slow-drip client holds a slot 300 s per command; once a listener holds 3/4 of its
+    connections, the command timeout is the short stress timeout instead."""
+    g = gomail_factory("stress").start(
+        {"limits": {"connections": 4, "connections_per_ip": 4, "smtp_stress_timeout": 0.5}}
+    )
+    with g.raw() as c:  # the probes of g.start() are counted out by the time this is
+        g.assert_reply(c.cmd("QUIT"), 221)
+    time.sleep(0.2)
+    with g.raw() as first, g.raw() as second:
+        g.assert_reply(first.cmd("EHLO client.test"), 250)
+        with g.raw() as third:  # 3 of 4 open: under stress from now on
+            t0 = time.monotonic()
+            assert closed(third)  # idle: dropped after the stress timeout
+            assert 0.3 < time.monotonic() - t0 < 4
+        g.assert_reply(second.cmd("NOOP"), 250, "2.0.0")  # armed before the stress: kept
+        time.sleep(0.8)
+        g.assert_reply(first.cmd("NOOP"), 250, "2.0.0")  # no stress any more: normal timeout
+        time.sleep(0.8)
+        g.assert_reply(first.cmd("NOOP"), 250, "2.0.0")
+    assert "Traceback" not in g.log
+
+
 # --- the same family: AUTH responses, command sizes -----------------------------------------
 
 

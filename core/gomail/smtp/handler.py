@@ -36,6 +36,7 @@ txlog = logging.getLogger("gomail.smtp.transaction")
 
 UNKNOWN_USER = "5.1.1"  # the enhanced code of a RCPT refused because no such user exists
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between log lines about refused connections
+STRESS_SHARE = 0.75  # of limits.connections open: the listener is under stress
 
 
 def _reply(v: Verdict) -> str:
@@ -86,6 +87,11 @@ class Handler:
 
     def release(self, ip: str) -> None:
         self.limiter.release(ip)
+
+    @property
+    def stressed(self) -> bool:
+        """Most connection slots are taken: commands get limits.smtp_stress_timeout."""
+        return self.limiter.open >= STRESS_SHARE * self.limits.connections
 
     def connection_opened(self, server: GomailSMTP, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername") or ("", 0)

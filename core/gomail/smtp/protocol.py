@@ -175,6 +175,13 @@ class GomailSMTP(SMTP):
             return
         await super()._handle_client()
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's timer, armed at connect and at each command: shorter while the listener
+        is under stress, so that idle and slow-drip clients give their slots back."""
+        if duration is None and self.handler.stressed:
+            duration = self.handler.limits.smtp_stress_timeout
+        super()._reset_timeout(duration)
+
     @property
     def in_transaction(self) -> bool:
         return self.busy or self.txn is not None
@@ -250,6 +257,9 @@ class GomailSMTP(SMTP):
             self._junk += 1
             if self._junk > self.handler.limits.smtp_junk_command_limit:
                 self.errors += 1
+        if name in ("DATA", "BDAT"):
+            # The timer is not re-armed while message content is read: give it all the time.
+            self._reset_timeout(self._timeout_duration)
         await method(arg)
         message_end = name == "DATA" or (name == "BDAT" and (arg or "").upper().endswith("LAST"))
         if message_end and self._last_reply.startswith("250"):
