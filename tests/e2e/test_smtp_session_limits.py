@@ -190,6 +190,26 @@ def test_junk_commands_past_the_limit_count_as_errors(limited, junk):
         assert closed(c)
 
 
+def test_a_pipelined_flood_of_commands_is_cut_short(limited):
+    """Thousands of commands sent at once, replies unread: the server reads only while it
+    answers, stops at the error limits, and keeps answering everyone else."""
+    g = limited
+    with g.raw() as c:
+        c.cmd("EHLO client.test")
+        c.send(b"RCPT TO:<bob@example.org>\r\n" * 5000)
+        replies = []
+        while True:
+            reply = c.reply()
+            replies.append(reply)
+            if reply[0] == 421:
+                break
+            assert len(replies) < 20, replies
+        assert [r[0] for r in replies] == [503] * 6 + [421], replies
+        assert closed(c)
+    with g.raw() as c:
+        g.assert_reply(c.cmd("EHLO client.test"), 250)
+
+
 def test_unknown_recipients_close_the_session(limited):
     g = limited
     with g.raw() as c:

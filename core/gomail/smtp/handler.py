@@ -219,7 +219,7 @@ class Handler:
     ):
         ctx = server.ctx
         if self.app.stopping:
-            server.transport.close()
+            server.close_after_reply()  # closing first would drop the reply unsent
             return "421 4.3.2 Server shutting down, try again later"
         if self.listener.auth == "required" and not ctx.authenticated:
             return "530 5.7.0 Authentication required"
