@@ -184,8 +184,14 @@ def auth_plain(user: str, password: str) -> str:
 class RawSMTP:
     """Line-level SMTP over a socket: sends bytes exactly as given, reads whole replies."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15.0, tls=False):
-        sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 15.0, tls=False, source=None
+    ):
+        # source: the local address to connect from (another loopback address is another client)
+        source_address = (source, 0) if source else None
+        sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=source_address
+        )
         if tls:
             sock = tls_client_context().wrap_socket(sock, server_hostname=host)
         self.sock = sock

@@ -9,7 +9,7 @@ from typing import Any
 from gomail.config import Config
 from gomail.dns import Resolver, from_config
 from gomail.events import EventBus
-from gomail.limits import KeyedCounter
+from gomail.limits import KeyedCounter, SlidingCount
 from gomail.logins import LoginGuard
 from gomail.passwords import PasswordHasher
 from gomail.pipeline import PipelineSet
@@ -46,6 +46,9 @@ class App:
         self.login_guard = LoginGuard(config.login_max_failures, config.login_window)
         # Logged-in IMAP sessions per user and client address, all IMAP listeners together.
         self.imap_sessions = KeyedCounter(config.limits.imap_sessions_per_user_ip)
+        # RCPTs refused as unknown users, per client address, on every SMTP listener
+        # (address harvesting; limits.unknown_recipients_per_ip)
+        self.unknown_recipients = SlidingCount(config.limits.unknown_recipients_window)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).
         self._dummy_hash: str | None = None

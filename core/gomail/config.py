@@ -99,6 +99,9 @@ class Limits:
     unknown_recipients_per_session: int = 20
     unknown_recipients_per_ip: int = 100
     unknown_recipients_window: float = 3600.0
+    # the SMTP command timeout (instead of 300 s) while a listener holds 3/4 of its
+    # connections: idle and slow-drip clients are dropped first (Postfix's stress timeout)
+    smtp_stress_timeout: float = 10.0
     # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
     spool_threshold: int = 1024 * 1024
 

@@ -12,10 +12,13 @@ import sys
 import time
 from typing import Any
 
+from gomail.printable import CONTROL, printable
+
 
 def _quote(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    if text == "" or any(c in text for c in ' ="'):
+    # JSON escapes control characters: a client's CR or LF cannot start a forged log line.
+    if text == "" or any(c in text for c in ' ="') or CONTROL.search(text):
         return json.dumps(text)
     return text
 
@@ -24,7 +27,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.name}: "
-        line += record.getMessage()
+        line += printable(record.getMessage())  # its arguments may hold client text
         fields = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())

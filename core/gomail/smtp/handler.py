@@ -17,10 +17,13 @@ from aiosmtpd.smtp import AuthResult
 
 from gomail import events, logins
 from gomail.address import NeedsSmtpUtf8, parse_path, plus_base
+from gomail.clients import client_key
 from gomail.context import Recipient, Session, Transaction, new_id
 from gomail.imap.meta import message_meta_async
+from gomail.limits import ConnectionLimiter
 from gomail.message import Message
 from gomail.pipeline import Listener, Pipeline, run_stage
+from gomail.printable import printable
 from gomail.store import Delivery, StoreError
 from gomail.verdict import Action, Verdict
 
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")
+
+UNKNOWN_USER = "5.1.1"  # the enhanced code of a RCPT refused because no such user exists
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between log lines about refused connections
+STRESS_SHARE = 0.75  # of limits.connections open: the listener is under stress
 
 
 def _reply(v: Verdict) -> str:
@@ -44,6 +51,10 @@ class Handler:
         self.listener = listener
         self.pipeline = pipeline
         self.connections: set[GomailSMTP] = set()
+        self.limits = app.config.limits
+        self.limiter = ConnectionLimiter(self.limits.connections, self.limits.connections_per_ip)
+        self._refused = 0  # connections refused since the last log line about them
+        self._refused_logged = 0.0
         # aiosmtpd's table of handler hooks, built once for every connection to share.
         self.hooks = {
             attr.removeprefix("handle_"): getattr(self, attr)
@@ -52,6 +63,35 @@ class Handler:
         }
 
     # --- connection lifecycle (called by the protocol) ---------------------------------
+
+    def admit(self, server: GomailSMTP, transport: asyncio.BaseTransport) -> str | None:
+        """Count a new connection in, or the reply that refuses it (the connection limits)."""
+        peer = transport.get_extra_info("peername") or ("", 0)
+        ip = str(peer[0])
+        reason = self.limiter.admit(ip)
+        if reason is None:
+            server._admitted = ip
+            return None
+        # A flood must not flood the log too: one line per interval, with a count.
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
+            log.warning(
+                "connections refused: limit reached",
+                extra={"fields": {"listener": self.listener.name, "last_peer": ip,
+                                  "reason": reason, "refused": self._refused,
+                                  "open": self.limiter.open}},
+            )  # fmt: skip
+            self._refused, self._refused_logged = 0, now
+        return f"421 4.7.0 {self.app.config.hostname} Error: {reason}"
+
+    def release(self, ip: str) -> None:
+        self.limiter.release(ip)
+
+    @property
+    def stressed(self) -> bool:
+        """Most connection slots are taken: commands get limits.smtp_stress_timeout."""
+        return self.limiter.open >= STRESS_SHARE * self.limits.connections
 
     def connection_opened(self, server: GomailSMTP, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername") or ("", 0)
@@ -109,8 +149,6 @@ class Handler:
     # --- HELO / EHLO -------------------------------------------------------------------
 
     async def handle_HELO(self, server: GomailSMTP, session: Any, envelope: Any, hostname: str):
-        if "\x00" in hostname:
-            return "501 5.5.2 NUL character not allowed"
         server.ctx.helo = hostname
         v = await self._stage("helo", server, hostname=hostname)
         if v.is_failure:
@@ -121,9 +159,6 @@ class Handler:
     async def handle_EHLO(
         self, server: GomailSMTP, session: Any, envelope: Any, hostname: str, responses: list
     ):
-        if "\x00" in hostname:
-            session.host_name = None
-            return ["501 5.5.2 NUL character not allowed"]
         server.ctx.helo = hostname
         v = await self._stage("helo", server, hostname=hostname)
         if v.is_failure:
@@ -184,12 +219,10 @@ class Handler:
     ):
         ctx = server.ctx
         if self.app.stopping:
-            server.transport.close()
+            server.close_after_reply()  # closing first would drop the reply unsent
             return "421 4.3.2 Server shutting down, try again later"
         if self.listener.auth == "required" and not ctx.authenticated:
             return "530 5.7.0 Authentication required"
-        if "\x00" in address:
-            return "501 5.5.2 NUL character not allowed"
         smtputf8 = "SMTPUTF8" in options
         if address == "<>":
             sender = ""
@@ -239,10 +272,11 @@ class Handler:
         txn = server.txn
         if txn is None:
             return "503 5.5.1 Error: need MAIL command"
-        if "\x00" in address:
-            return "501 5.5.2 NUL character not allowed"
         if len(txn.recipients) >= self.app.config.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if self._harvesting(server):
+            server.close_after_reply()
+            return "421 4.7.0 Too many unknown recipients, try again later"
         if address.lower() == "postmaster":
             # RFC 5321 4.5.1: "RCPT TO:<Postmaster>" without a domain must be accepted.
             address = await self._postmaster()
@@ -256,6 +290,11 @@ class Handler:
         v = await self._stage("rcpt", server, transaction=txn, recipient=rcpt)
         if v.is_failure:
             txn.state.setdefault("rejections", []).append((address, v))
+            if v.enhanced == UNKNOWN_USER:
+                server.ctx.state["unknown_recipients"] = (
+                    server.ctx.state.get("unknown_recipients", 0) + 1
+                )
+                self.app.unknown_recipients.add(client_key(server.ctx.peer_ip))
             return _reply(v)
         if v.action is not Action.ACCEPT and rcpt.route is None:
             v = Verdict.reject(554, "5.7.1", f"<{address}>: Relay access denied").by("core")
@@ -264,6 +303,25 @@ class Handler:
         txn.recipients.append(rcpt)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    def _harvesting(self, server: GomailSMTP) -> bool:
+        """The client had too many RCPTs refused as unknown users, in this session or from
+        its address within limits.unknown_recipients_window: every further RCPT is refused,
+        the valid too (or the answers would still tell which addresses exist)."""
+        limits = self.limits
+        in_session = server.ctx.state.get("unknown_recipients", 0)
+        from_ip = self.app.unknown_recipients.count(client_key(server.ctx.peer_ip))
+        if (
+            in_session < limits.unknown_recipients_per_session
+            and from_ip < limits.unknown_recipients_per_ip
+        ):
+            return False
+        log.warning(
+            "too many unknown recipients",
+            extra={"fields": {"session": server.ctx.id, "peer": server.ctx.peer_ip,
+                              "in_session": in_session, "from_address": from_ip}},
+        )  # fmt: skip
+        return True
 
     async def _postmaster(self) -> str:
         """postmaster@ our domain: the server's host name's own domain (or its parent) when we
@@ -391,19 +449,19 @@ class Handler:
         """Authentication-Results (when plugins gave results) and Received (RFC 5321 4.4)."""
         hostname = self.app.config.hostname
         out = []
+        # Everything a client or a plugin said goes through printable(): no header injection.
         if txn.auth_results:
-            out.append(
-                f"Authentication-Results: {hostname};\r\n\t" + ";\r\n\t".join(txn.auth_results)
-            )
+            results = ";\r\n\t".join(printable(r) for r in txn.auth_results)
+            out.append(f"Authentication-Results: {hostname};\r\n\t{results}")
         protocol = "ESMTP" + ("S" if ctx.tls else "") + ("A" if ctx.authenticated else "")
         peer = f"[{ctx.peer_ip}]" if ":" not in ctx.peer_ip else f"[IPv6:{ctx.peer_ip}]"
-        helo = ctx.helo or "unknown"
+        helo = printable(ctx.helo or "unknown")
         received = (
             f"Received: from {helo} ({peer})\r\n\tby {hostname} (gomail)"
             f" with {protocol} id {txn.id}"
         )
         if len(txn.recipients) == 1:
-            received += f"\r\n\tfor <{txn.recipients[0].address}>"
+            received += f"\r\n\tfor <{printable(txn.recipients[0].address)}>"
         received += "; " + email.utils.format_datetime(email.utils.localtime())
         out.append(received)
         return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")

@@ -6,7 +6,10 @@
 - AUTH PLAIN/LOGIN checked asynchronously (argon2 off the event loop), with the ``auth`` stage;
 - AUTH hidden and refused on listeners that do not offer it, and allowed on implicit TLS
   (aiosmtpd only knows about STARTTLS, upstream #281);
-- per-connection state (:class:`gomail.context.Session`) kept across STARTTLS.
+- per-connection state (:class:`gomail.context.Session`) kept across STARTTLS;
+- what one client may cost: the connection limits at connect, Postfix's soft and hard error
+  limits and junk-command limit on every reply, commands with control characters refused,
+  STARTTLS only once, and AUTH responses read within the line limit.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import functools
 import logging
 import re
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, _AuthMechAttr, login_always_fail, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, _AuthMechAttr, login_always_fail, syntax
 
+from gomail.printable import COMMAND_CONTROL, printable
 from gomail.smtp.replies import with_enhanced
 
 if TYPE_CHECKING:
@@ -33,6 +38,11 @@ BDAT_MAX_CHUNK = 64 * 1024 * 1024
 # The common path "<local@domain> PARAMS" with a plain dot-atom local part; anything else
 # (quotes, routes, comments) goes through aiosmtpd's full RFC 5322 parser.
 _SIMPLE_PATH = re.compile(r"\s*<([^\s<>\"@(),:;\\\[\]]+@[^\s<>\"@(),:;\\]+)>(.*)\Z", re.S)
+# Postfix's junk commands: past limits.smtp_junk_command_limit each one counts as an error.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
+# The error delay grows by limits.smtp_error_delay per error past the soft limit, this far.
+MAX_DELAY_STEPS = 10
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 
 
 @functools.lru_cache(maxsize=8)
@@ -56,6 +66,11 @@ class GomailSMTP(SMTP):
         self._bdat: bytearray | None = None
         self._bdat_failed: str | None = None
         self.busy = False
+        self.errors = 0  # 4xx/5xx replies (and junk commands) since the last message taken
+        self._junk = 0
+        self._last_reply = ""
+        self._hang_up = False  # close the connection once the current reply is sent
+        self._admitted: str | None = None  # the address counted by the listener's limiter
         self._line_too_long = _line_limit_pattern(line_length_limit)
         self._init_aiosmtpd(handler, **kwargs)
         self.handler = handler
@@ -93,7 +108,9 @@ class GomailSMTP(SMTP):
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self._decode_data = False
-        self.command_size_limits.clear()
+        # An instance copy: aiosmtpd adds to the class-wide table on every EHLO, which any
+        # client could then grow for all connections by repeating EHLO.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         self.hostname = hostname
         self.tls_context = tls_context
         self.require_starttls = tls_context and require_starttls
@@ -117,13 +134,22 @@ class GomailSMTP(SMTP):
         }
         self._handle_hooks = handler.hooks
         self._ehlo_hook_ver = "new"
-        self._smtp_methods = {name: getattr(self, attr) for name, attr in _SMTP_COMMANDS}
+        self._smtp_methods = {
+            name: self._guarded(name, getattr(self, attr)) for name, attr in _SMTP_COMMANDS
+        }
         self._enforce_call_limit = False
 
     # --- connection --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        if first:
+            # Counted in before anything else is done for it (no greeting, no connect stage).
+            refusal = self.handler.admit(self, transport)
+            if refusal is not None:
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
         super().connection_made(transport)
         if first:
             self.handler.connection_opened(self, transport)
@@ -131,7 +157,12 @@ class GomailSMTP(SMTP):
             self.handler.tls_started(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.session is not None and self.transport is not None:
+        if self._admitted is not None:
+            self.handler.release(self._admitted)
+            self._admitted = None
+        if self.session is None:
+            return  # refused at connect: aiosmtpd never saw this connection
+        if self.transport is not None:
             self.handler.connection_closed(self)
         super().connection_lost(error)
 
@@ -143,6 +174,13 @@ class GomailSMTP(SMTP):
                 self.transport.close()
             return
         await super()._handle_client()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's timer, armed at connect and at each command: shorter while the listener
+        is under stress, so that idle and slow-drip clients give their slots back."""
+        if duration is None and self.handler.stressed:
+            duration = self.handler.limits.smtp_stress_timeout
+        super()._reset_timeout(duration)
 
     @property
     def in_transaction(self) -> bool:
@@ -159,10 +197,73 @@ class GomailSMTP(SMTP):
         if getattr(self, "handler", None) is not None:
             self.handler.transaction_ended(self)
 
+    def close_after_reply(self) -> None:
+        """Hang up as soon as the reply being made has been sent."""
+        self._hang_up = True
+
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and not self._in_ehlo:
-            status = "\r\n".join(with_enhanced(line) for line in status.split("\r\n"))
+        """Send one reply (or one line of EHLO's): client text in it made printable, an
+        enhanced status code added, the error limits applied."""
+        if isinstance(status, str):
+            lines = [printable(line) for line in status.split("\r\n")]
+            if not self._in_ehlo:
+                lines = [with_enhanced(line) for line in lines]
+            status = "\r\n".join(lines)
+            last = lines[-1]
+        else:
+            last = status.rpartition(b"\r\n")[2].decode("ascii", "replace")
+        if last[3:4] == "-":  # an EHLO line before the last: the reply is not complete
+            await super().push(status)
+            return
+        self._last_reply = last
+        limits = self.handler.limits
+        if last[:1] in ("4", "5") and not last.startswith("421"):
+            self.errors += 1
+        excess = self.errors - limits.smtp_soft_error_limit
+        if excess > 0:
+            # Postfix's "sleep on anything": every reply to a client past the soft limit waits.
+            await asyncio.sleep(min(excess, MAX_DELAY_STEPS) * limits.smtp_error_delay)
         await super().push(status)
+        if self.errors >= limits.smtp_hard_error_limit and not self._hang_up:
+            log.info(
+                "too many errors",
+                extra={"fields": {"session": self.ctx.id if self.ctx else None,
+                                  "peer": self.ctx.peer_ip if self.ctx else None,
+                                  "errors": self.errors}},
+            )  # fmt: skip
+            self._hang_up = True
+            await super().push(TOO_MANY_ERRORS)
+        if self._hang_up and self.transport is not None:
+            self.transport.close()
+
+    def _guarded(self, name: str, method: Any) -> Any:
+        """``method`` (an ``smtp_*`` command) as the command loop calls it: through
+        :meth:`_run_command`, with the attributes aiosmtpd's HELP reads."""
+
+        async def run(arg: str | None) -> None:
+            await self._run_command(name, method, arg)
+
+        run.__dict__.update(method.__func__.__dict__)  # __smtp_syntax__ for HELP
+        run.__wrapped__ = method  # type: ignore[attr-defined]
+        return run
+
+    async def _run_command(self, name: str, method: Any, arg: str | None) -> None:
+        if arg and COMMAND_CONTROL.search(arg):
+            # RFC 5321 allows no control character in a command; a bare CR or NUL in HELO or
+            # an address is an attempt to inject into a header or a log: refuse, not repair.
+            await self.push("501 5.5.2 Control characters are not allowed in commands")
+            return
+        if name in JUNK_COMMANDS:
+            self._junk += 1
+            if self._junk > self.handler.limits.smtp_junk_command_limit:
+                self.errors += 1
+        if name in ("DATA", "BDAT"):
+            # The timer is not re-armed while message content is read: give it all the time.
+            self._reset_timeout(self._timeout_duration)
+        await method(arg)
+        message_end = name == "DATA" or (name == "BDAT" and (arg or "").upper().endswith("LAST"))
+        if message_end and self._last_reply.startswith("250"):
+            self.errors = self._junk = 0  # Postfix: the counts restart once mail is taken
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session %s: unexpected error", self.ctx.id if self.ctx else "?")
@@ -181,11 +282,20 @@ class GomailSMTP(SMTP):
     # --- EHLO and AUTH -----------------------------------------------------------------
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        self.command_size_limits.clear()  # aiosmtpd adds to MAIL's limit on every EHLO
         self._in_ehlo = True
         try:
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.tls_active:
+            # RFC 3207 4.2: no second handshake inside TLS (nor on implicit TLS).
+            await self.push("503 5.5.1 TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     def offers_auth(self) -> bool:
         return self.handler.listener.auth != "none" and (
@@ -200,6 +310,44 @@ class GomailSMTP(SMTP):
             await self.push("530 5.7.0 Must issue a STARTTLS command first")
             return
         await super().smtp_AUTH(arg)
+
+    async def challenge_auth(
+        self, challenge: str | bytes, encode_to_b64: bool = True, log_client_response: bool = False
+    ) -> Any:
+        """aiosmtpd's, but a response longer than the line limit is refused (500 5.5.6)
+        rather than raising inside ``readline`` (a traceback per attempt in the log)."""
+        if isinstance(challenge, str):
+            challenge = challenge.encode()
+        if encode_to_b64:
+            challenge = base64.b64encode(challenge)
+        await self.push(b"334 " + challenge)
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            return MISSING  # the client went away
+        except asyncio.LimitOverrunError as exc:
+            await self._skip_line(exc.consumed)
+            await self.push("500 5.5.6 Authentication exchange line is too long")
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return base64.b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def _skip_line(self, consumed: int) -> None:
+        """Drop the rest of an over-long line, ``consumed`` bytes of which are buffered."""
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.read(exc.consumed)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
