@@ -192,6 +192,13 @@ def main() -> int:
         default=None,
         help="the server's max_message_size (default: --valid-size + 1 MiB)",
     )
+    ap.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the server's limits: section (e.g. large_messages_at_once=4)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     exit_on_signals()
@@ -218,6 +225,11 @@ def main() -> int:
             f"hostname: mx.bench.example\nmax_message_size: {max_size}\n"
             "dns: {nameservers: [127.0.0.1], port: 9, timeout: 1}\n"
         )
+        if args.limit:
+            lines = [
+                f"  {name}: {value}" for name, _, value in (i.partition("=") for i in args.limit)
+            ]
+            config.write_text(config.read_text() + "limits:\n" + "\n".join(lines) + "\n")
         port = free_port()
         logfile = root / "server.log"
         proc = spawn(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -43,6 +44,8 @@ class App:
         # when mail is queued so that it goes out at once, not at the next poll.
         self.queue_runner = None
         self.login_guard = LoginGuard(config.login_max_failures, config.login_window)
+        # Taken by the SMTP handler while it holds a large received message in memory.
+        self.large_messages = asyncio.Semaphore(config.limits.large_messages_at_once)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).
         self._dummy_hash: str | None = None

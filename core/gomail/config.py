@@ -101,6 +101,9 @@ class Limits:
     unknown_recipients_window: float = 3600.0
     # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
     spool_threshold: int = 1024 * 1024
+    # messages past spool_threshold processed (held in memory) at once after their final dot;
+    # the others wait, on disk, for their turn
+    large_messages_at_once: int = 2
 
 
 # limits: {key: types}

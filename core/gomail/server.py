@@ -17,6 +17,7 @@ from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
 from gomail.smtp.protocol import GomailSMTP
+from gomail.smtp.spool import clear_spool
 from gomail.store.sqlite import open_store
 from gomail.tls import server_context, tune_asyncio_tls
 from gomail.yamlfile import ConfigError
@@ -93,6 +94,7 @@ class Server:
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        clear_spool(config.data_dir)
         tls = server_context(config)
         tune_asyncio_tls()
         store = open_store(config.data_dir, config.blob_inline_max)

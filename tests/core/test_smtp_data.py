@@ -1,17 +1,22 @@
 """DATA is read in C-sized pieces: the terminator, dot-stuffing, limits, and what follows."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from gomail.smtp.protocol import GomailSMTP, _line_limit_pattern
+from gomail.smtp.spool import Spool
 
 
-async def read(chunks, *, line_limit=1000, size_limit=10**6):
+async def read(chunks, *, line_limit=1000, size_limit=10**6, spool_dir=None, threshold=1 << 20):
+    """(the message or the refusal, what is left in the reader, the reader's limit after)."""
     reader = asyncio.StreamReader(limit=line_limit)
     proto = GomailSMTP.__new__(GomailSMTP)
     proto._reader = reader
     proto.data_size_limit = size_limit
+    proto.line_length_limit = line_limit
     proto._line_too_long = _line_limit_pattern(line_limit)
+    spool = Spool(spool_dir or Path("/nonexistent"), threshold)
 
     async def feed():
         for c in chunks:
@@ -19,8 +24,9 @@ async def read(chunks, *, line_limit=1000, size_limit=10**6):
             await asyncio.sleep(0)
 
     feeder = asyncio.create_task(feed())
-    out = await asyncio.wait_for(proto._read_data(), 5)
+    refusal = await asyncio.wait_for(proto._read_data(spool), 5)
     await feeder
+    out = refusal if refusal is not None else await spool.load()
     return out, bytes(reader._buffer), reader._limit
 
 
