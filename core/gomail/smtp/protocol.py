@@ -305,7 +305,7 @@ class GomailSMTP(SMTP):
         finally:
             self.received = None
             content.close()
-        self._set_post_data_state()
+            self._set_post_data_state()  # even when the handler failed: a fresh transaction
         await self.push(status)
 
     async def _read_data(self, spool: Spool) -> str | None:
