@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -49,6 +50,8 @@ class App:
         # RCPTs refused as unknown users, per client address, on every SMTP listener
         # (address harvesting; limits.unknown_recipients_per_ip)
         self.unknown_recipients = SlidingCount(config.limits.unknown_recipients_window)
+        # Taken by the SMTP handler while it holds a large received message in memory.
+        self.large_messages = asyncio.Semaphore(config.limits.large_messages_at_once)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).
         self._dummy_hash: str | None = None

@@ -104,6 +104,9 @@ class Limits:
     smtp_stress_timeout: float = 10.0
     # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
     spool_threshold: int = 1024 * 1024
+    # messages past spool_threshold processed (held in memory) at once after their final dot;
+    # the others wait, on disk, for their turn
+    large_messages_at_once: int = 2
 
 
 # limits: {key: types}

@@ -19,6 +19,7 @@ from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
 from gomail.smtp.protocol import GomailSMTP
+from gomail.smtp.spool import clear_spool
 from gomail.store.sqlite import open_store
 from gomail.tls import server_context, tune_asyncio_tls
 from gomail.yamlfile import ConfigError
@@ -96,6 +97,7 @@ class Server:
         config = self.config
         raise_fd_limit(descriptors_needed(config, len(self.addresses)))
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clear_spool(config.data_dir)
         tls = server_context(config)
         tune_asyncio_tls()
         store = open_store(config.data_dir, config.blob_inline_max)

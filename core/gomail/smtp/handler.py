@@ -8,6 +8,7 @@ Transaction).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import time
@@ -30,6 +31,7 @@ from gomail.verdict import Action, Verdict
 if TYPE_CHECKING:
     from gomail.app import App
     from gomail.smtp.protocol import GomailSMTP
+    from gomail.smtp.spool import Spool
 
 log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")
@@ -343,21 +345,32 @@ class Handler:
         txn = server.txn
         if txn is None:
             return "503 5.5.1 Error: need MAIL command"
-        raw: bytes = envelope.original_content or b""
+        spool = server.received
+        size = spool.size
         server.txn = None  # this transaction ends here, whatever happens
         try:
-            reply, v = await self._process(server, txn, raw)
+            async with self._memory_for(size):
+                reply, v = await self._process(server, txn, spool)
         except Exception:
             log.exception("session %s: error processing message %s", server.ctx.id, txn.id)
             reply, v = "451 4.3.0 Local error in processing", None
         outcome = "accepted" if reply.startswith("250") else "rejected"
-        self._log_transaction(server, txn, outcome, v, len(raw))
+        self._log_transaction(server, txn, outcome, v, size)
         return reply
 
+    def _memory_for(self, size: int) -> contextlib.AbstractAsyncContextManager:
+        """Processing holds a message in memory (twice, briefly): a large one (past
+        limits.spool_threshold) waits its turn among app.large_messages, so that many of
+        them arriving at once cost disk while they wait. Small ones never wait."""
+        if size > self.app.config.limits.spool_threshold:
+            return self.app.large_messages
+        return contextlib.nullcontext()
+
     async def _process(
-        self, server: GomailSMTP, txn: Transaction, raw: bytes
+        self, server: GomailSMTP, txn: Transaction, spool: Spool
     ) -> tuple[str, Verdict | None]:
         ctx = server.ctx
+        raw = await spool.load()
         if b"\x00" in raw:
             v = Verdict.reject(554, "5.6.0", "Message contains NUL characters").by("core")
             return _reply(v), v
@@ -372,8 +385,9 @@ class Handler:
             txn.quarantined = True
         await self._apply_envelope_edits(server, txn, message)
         final = self._trace_headers(ctx, txn) + message.edited()
-        final_message = Message(final)
-        dv = await self._stage("deliver", server, transaction=txn, message=final_message)
+        del raw, message  # from here on, final is the one copy held
+        final_size = len(final)
+        dv = await self._stage("deliver", server, transaction=txn, message=Message(final))
         if dv.is_failure:
             return _reply(dv), dv
         if dv.action is Action.DISCARD:
@@ -389,6 +403,7 @@ class Handler:
         meta = None
         if plan.local:
             stored = f"Return-Path: <{txn.sender}>\r\n".encode() + final
+            del final
             # IMAP's view (envelope, structure, search text) is made once, here.
             meta = await message_meta_async(stored)
         delivery = Delivery(
@@ -406,7 +421,7 @@ class Handler:
             log.error("message %s: store refused delivery: %s", txn.id, exc)
             fail = Verdict.tempfail(451, "4.3.0", "Could not store message, try again later")
             return _reply(fail), fail.by("core")
-        self.app.emit(events.EMAIL_RECEIVED, **self._event_data(server, txn, v, len(final)))
+        self.app.emit(events.EMAIL_RECEIVED, **self._event_data(server, txn, v, final_size))
         if plan.local:
             self.app.emit(
                 events.EMAIL_DELIVERED, queue_id=txn.id, sender=txn.sender,
@@ -422,7 +437,7 @@ class Handler:
             for sender, recipients in by_sender.items():
                 self.app.emit(
                     events.EMAIL_QUEUED, queue_id=txn.id, sender=sender,
-                    recipients=recipients, size=len(final),
+                    recipients=recipients, size=final_size,
                 )  # fmt: skip
         return f"250 2.0.0 OK: queued as {txn.id}", (v if v.plugin else dv)
 

@@ -28,13 +28,20 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, _AuthMechAttr, login_always
 
 from gomail.printable import COMMAND_CONTROL, printable
 from gomail.smtp.replies import with_enhanced
+from gomail.smtp.spool import Spool, spool_directory
 
 if TYPE_CHECKING:
     from gomail.smtp.handler import Handler
 
 log = logging.getLogger("gomail.smtp")
 
-BDAT_MAX_CHUNK = 64 * 1024 * 1024
+# A BDAT chunk that cannot be taken is read and dropped up to max(SIZE, this); a larger one is
+# refused with 552 and the connection closed.
+BDAT_MAX_DISCARD = 64 * 1024 * 1024
+# What a message body is read (and, when refused, dropped) in: the most the StreamReader holds.
+DATA_PIECE = 64 * 1024
+UNLIMITED_SIZE = 1 << 31  # the size limit when none is set (max_message_size 0)
+TOO_BIG = "552 5.3.4 Error: message size exceeds fixed maximum message size"
 # The common path "<local@domain> PARAMS" with a plain dot-atom local part; anything else
 # (quotes, routes, comments) goes through aiosmtpd's full RFC 5322 parser.
 _SIMPLE_PATH = re.compile(r"\s*<([^\s<>\"@(),:;\\\[\]]+@[^\s<>\"@(),:;\\]+)>(.*)\Z", re.S)
@@ -47,14 +54,16 @@ TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 
 @functools.lru_cache(maxsize=8)
 def _line_limit_pattern(limit: int) -> re.Pattern[bytes]:
-    # A line's length counts its CRLF, as aiosmtpd's line_length_limit does.
-    return re.compile(rb"[^\n]{%d}" % limit)
+    # A line's length counts its CRLF, as aiosmtpd's line_length_limit does. The leading LF
+    # makes the search linear: only line starts are tried, not every octet.
+    return re.compile(rb"\n[^\n]{%d}" % limit)
 
 
 class GomailSMTP(SMTP):
     """One SMTP connection."""
 
     handler: Handler
+    received: Spool | None = None  # a complete message, while the handler has it
 
     def __init__(self, handler: Handler, *, line_length_limit: int, **kwargs: Any) -> None:
         # aiosmtpd sizes its StreamReader from this attribute inside __init__.
@@ -63,7 +72,7 @@ class GomailSMTP(SMTP):
         self.txn = None  # gomail.context.Transaction while one is open
         self.implicit_tls = handler.listener.tls == "implicit"
         self._in_ehlo = False
-        self._bdat: bytearray | None = None
+        self._bdat: Spool | None = None  # the message of a BDAT transaction under way
         self._bdat_failed: str | None = None
         self.busy = False
         self.errors = 0  # 4xx/5xx replies (and junk commands) since the last message taken
@@ -164,6 +173,8 @@ class GomailSMTP(SMTP):
             return  # refused at connect: aiosmtpd never saw this connection
         if self.transport is not None:
             self.handler.connection_closed(self)
+        if self._bdat is not None:
+            self._bdat.close()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -192,6 +203,8 @@ class GomailSMTP(SMTP):
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
+        if getattr(self, "_bdat", None) is not None:
+            self._bdat.close()
         self._bdat = None
         self._bdat_failed = None
         if getattr(self, "handler", None) is not None:
@@ -390,6 +403,18 @@ class GomailSMTP(SMTP):
         return await self.handler.authenticate(self, "LOGIN", login, password)
 
     # --- DATA and BDAT -----------------------------------------------------------------
+    #
+    # A message is received into a Spool (memory, then a file past limits.spool_threshold);
+    # what cannot be taken (over SIZE, a line too long, a BDAT chunk outside a transaction) is
+    # read and dropped as it streams, in pieces of DATA_PIECE bytes, never held.
+
+    def _new_spool(self) -> Spool:
+        config = self.handler.app.config
+        return Spool(spool_directory(config.data_dir), config.limits.spool_threshold)
+
+    @property
+    def _size_limit(self) -> int:
+        return self.data_size_limit or UNLIMITED_SIZE
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -406,70 +431,82 @@ class GomailSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self.busy = True
+        spool = self._new_spool()
         try:
-            await self._finish_message(await self._read_data())
+            refusal = await self._read_data(spool)
+            await self._finish_message(refusal or spool)
         finally:
+            spool.close()
             self.busy = False
 
-    async def _finish_message(self, content: bytes | str) -> None:
+    async def _finish_message(self, content: Spool | str) -> None:
         """Hand a complete message (DATA or the last BDAT) to the handler and reply; a
-        string is the refusal decided while reading it."""
+        string is the refusal decided while reading it. The handler finds the message in
+        ``self.received`` (and loads it when it is ready to); it is closed here after."""
         if isinstance(content, str):
             self._set_post_data_state()
             await self.push(content)
             return
-        self.envelope.original_content = content
-        self.envelope.content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self.received = content
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self.received = None
+            content.close()
+            self._set_post_data_state()  # even when the handler failed: a fresh transaction
         await self.push(status)
 
-    async def _read_data(self) -> bytes | str:
-        """Read DATA up to CRLF.CRLF and undo dot-stuffing; a reply string when refused.
+    async def _read_data(self, spool: Spool) -> str | None:
+        """Read DATA up to CRLF.CRLF into spool, undoing dot-stuffing; a reply string when
+        the message is refused (it is then read to its end and dropped).
 
-        aiosmtpd reads DATA one line at a time in Python (about 14 MiB/s here). We let the
-        StreamReader look for ".\r\n" in C and check only the two bytes before each hit,
-        which ends the message only after a real CRLF (a bare LF never ends it: no SMTP
-        smuggling). A message over the size limit is read to its end and dropped.
+        aiosmtpd reads DATA one line at a time in Python (about 14 MiB/s here) and holds all
+        of it. We let the StreamReader look for ".\r\n" in C, in pieces of at most
+        DATA_PIECE bytes, and check only the two bytes before each hit, which ends the
+        message only after a real CRLF (a bare LF never ends it: no SMTP smuggling).
         """
         reader = self._reader
-        size_limit = self.data_size_limit or (1 << 31)
+        size_limit = self._size_limit
+        line_limit = self.line_length_limit
         saved_limit = reader._limit
-        reader._limit = size_limit + 65536
-        data = bytearray()
-        too_big = False
+        reader._limit = DATA_PIECE
+        refusal = None
         before = b"\r\n"  # as if a CRLF came first: a lone "." line is an empty message
+        line = 0  # length of the line in progress (its bytes so far, without LF)
+        received = 0  # octets of the message as sent (dot-stuffed)
         try:
             while True:
                 try:
                     piece = await reader.readuntil(b".\r\n")
+                    ends = (before + piece[:-3])[-2:] == b"\r\n"
                 except asyncio.LimitOverrunError as exc:
                     piece = await reader.read(exc.consumed)
-                    too_big, data = True, bytearray()
-                    before = (before + piece)[-2:]
-                    continue
-                ends = (before + piece[:-3])[-2:] == b"\r\n"
-                if not too_big:
-                    data += piece
-                    if len(data) > size_limit:
-                        too_big, data = True, bytearray()
+                    ends = False
+                content = piece[:-3] if ends else piece
+                received += len(content)
+                if received > size_limit and refusal is not TOO_BIG:
+                    refusal = TOO_BIG  # what a client must hear first, whatever else is wrong
+                    spool.close()
+                elif refusal is None:
+                    line = _line_after(line, content, line_limit, self._line_too_long)
+                    if line < 0:
+                        refusal = "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
+                        spool.close()
+                    else:
+                        refusal = _spool_write(spool, _unstuff(before, content))
                 if ends:
-                    break
-                before = b"\r\n"
+                    return refusal
+                before = (before + piece)[-2:]
         finally:
             reader._limit = saved_limit
-        if too_big:
-            return "552 5.3.4 Error: message size exceeds fixed maximum message size"
-        del data[-3:]  # the terminating ".\r\n"; the CRLF before it ends the last line
-        if self._line_too_long.search(data):
-            return "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
-        if data[:1] == b".":
-            del data[:1]
-        return bytes(data).replace(b"\r\n.", b"\r\n")
 
     @syntax("BDAT <size> [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:
-        """RFC 3030 CHUNKING: the chunk is read in one piece, no dot-stuffing or line limits."""
+        """RFC 3030 CHUNKING: no dot-stuffing or line limits. A chunk is streamed into the
+        message's spool, or, when it cannot be taken, read and dropped: the reply then says
+        why, and the connection stays in step. A chunk that cannot be taken and is larger
+        than max(SIZE, BDAT_MAX_DISCARD) is not read at all: 552, and the connection is
+        closed (reading it would only be bandwidth, but it could be endless)."""
         parts = (arg or "").split()
         if not parts or len(parts) > 2 or not parts[0].isdigit():
             await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
@@ -479,44 +516,100 @@ class GomailSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
             return
         size = int(parts[0])
-        if size > BDAT_MAX_CHUNK:
-            # We cannot skip the chunk safely without reading it: close rather than desync.
-            await self.push("552 5.3.4 Chunk too large")
+        refusal = self._bdat_refusal(size)
+        if refusal is not None and size > max(self._size_limit, BDAT_MAX_DISCARD):
+            await self.push("552 5.3.4 Chunk too large, closing connection")
             self.transport.close()
+            return
+        if self._bdat is None:
+            self._bdat = self._new_spool()
+            if refusal is not None:
+                self._bdat.close()
+        self.busy = True
+        try:
+            failure = await self._read_chunk(size, None if refusal else self._bdat)
+        except asyncio.IncompleteReadError:
+            return  # the client went away mid-chunk; nothing is stored
+        finally:
+            self.busy = False
+        if failure is not None:
+            self._bdat_failed = failure
+            self._bdat.close()
+        if not last:
+            await self.push(self._bdat_failed or f"250 2.0.0 {size} octets received")
             return
         self.busy = True
         try:
-            chunk = await self._reader.readexactly(size) if size else b""
-        except asyncio.IncompleteReadError:
-            self.busy = False
-            return  # the client went away mid-chunk; nothing was stored
-        try:
-            await self._bdat_chunk(chunk, last)
+            await self._finish_message(self._bdat_failed or self._bdat)
         finally:
             self.busy = False
 
-    async def _bdat_chunk(self, chunk: bytes, last: bool) -> None:
+    def _bdat_refusal(self, size: int) -> str | None:
+        """Why a chunk of this size cannot be taken (and the transaction has failed)."""
         if self._bdat_failed is None:
+            received = self._bdat.size if self._bdat is not None else 0
             if not self.session.host_name:
                 self._bdat_failed = "503 5.5.1 Error: send HELO first"
             elif self._auth_required and not self.session.authenticated:
                 self._bdat_failed = "530 5.7.0 Authentication required"
             elif not self.envelope.rcpt_tos:
                 self._bdat_failed = "503 5.5.1 Error: need RCPT command"
-        if self._bdat is None:
-            self._bdat = bytearray()
-        if self._bdat_failed is None:
-            self._bdat += chunk
-            if self.data_size_limit and len(self._bdat) > self.data_size_limit:
+            elif received + size > self._size_limit:
                 self._bdat_failed = "552 5.3.4 Message size exceeds fixed maximum message size"
-                self._bdat = bytearray()
-        if not last:
-            if self._bdat_failed:
-                await self.push(self._bdat_failed)
-            else:
-                await self.push(f"250 2.0.0 {len(chunk)} octets received")
-            return
-        await self._finish_message(self._bdat_failed or bytes(self._bdat))
+            if self._bdat_failed is not None and self._bdat is not None:
+                self._bdat.close()
+        return self._bdat_failed
+
+    async def _read_chunk(self, size: int, spool: Spool | None) -> str | None:
+        """Read size octets into spool, or drop them (spool None); a refusal when the spool
+        could not take them (they are then dropped too)."""
+        reader = self._reader
+        saved_limit = reader._limit
+        reader._limit = DATA_PIECE
+        refusal = None
+        left = size
+        try:
+            while left:
+                piece = await reader.read(min(left, DATA_PIECE))
+                if not piece:
+                    raise asyncio.IncompleteReadError(b"", left)
+                left -= len(piece)
+                if spool is not None and refusal is None:
+                    refusal = _spool_write(spool, piece)
+        finally:
+            reader._limit = saved_limit
+        return refusal
+
+
+def _spool_write(spool: Spool, data: bytes) -> str | None:
+    """Write to the spool; the reply when the disk cannot take it."""
+    try:
+        spool.write(data)
+    except OSError as exc:
+        log.error("cannot spool a message being received: %s", exc)
+        spool.close()
+        return "452 4.3.1 Insufficient system storage"
+    return None
+
+
+def _unstuff(before: bytes, content: bytes) -> bytes:
+    """content with the dot that starts a line removed (RFC 5321 4.5.2); before is the two
+    octets received just before content (a line starts after CRLF)."""
+    if b"\r\n." not in before + content[:2] and b"\r\n." not in content:
+        return content
+    return (before + content).replace(b"\r\n.", b"\r\n")[len(before) :]
+
+
+def _line_after(line: int, data: bytes, limit: int, too_long: re.Pattern[bytes]) -> int:
+    """The length of the line in progress after data, given its length before; -1 when a
+    line reached the limit (which counts the line's CRLF, as aiosmtpd's does)."""
+    first = data.find(b"\n")
+    if first < 0:
+        line += len(data)
+        return line if line < limit else -1
+    if line + first >= limit or too_long.search(data, first):
+        return -1
+    return len(data) - data.rfind(b"\n") - 1
 
 
 # (command, method name) of every smtp_* method, ours and aiosmtpd's.
