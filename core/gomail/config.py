@@ -102,6 +102,9 @@ class Limits:
     # the SMTP command timeout (instead of 300 s) while a listener holds 3/4 of its
     # connections: idle and slow-drip clients are dropped first (Postfix's stress timeout)
     smtp_stress_timeout: float = 10.0
+    # seconds a client of an implicit-TLS listener (465, 993) has to finish its handshake;
+    # handshakes in progress count against the connection limits above too
+    tls_handshake_timeout: float = 15.0
     # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
     spool_threshold: int = 1024 * 1024
     # messages past spool_threshold processed (held in memory) at once after their final dot;

@@ -22,6 +22,7 @@ from gomail.smtp.protocol import GomailSMTP
 from gomail.smtp.spool import clear_spool
 from gomail.store.sqlite import open_store
 from gomail.tls import server_context, tune_asyncio_tls
+from gomail.tlsgate import implicit_tls
 from gomail.yamlfile import ConfigError
 
 log = logging.getLogger("gomail")
@@ -112,14 +113,9 @@ class Server:
             handler = Handler(app, ln, self.pipes.pipelines[ln.pipeline])
             self.handlers.append(handler)
             factory = self._factory(handler, ln, tls)
-            srv = await loop.create_server(
-                factory,
-                host,
-                port,
-                ssl=tls if ln.tls == "implicit" else None,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if ln.tls == "implicit":
+                factory = implicit_tls(factory, tls, config.limits)
+            srv = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
             self.servers.append(srv)
             bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in srv.sockets)
             log.info(

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gomail.imap.session import ImapSession
 from gomail.limits import ConnectionLimiter
+from gomail.tlsgate import implicit_tls
 
 if TYPE_CHECKING:
     from gomail.app import App
 
 log = logging.getLogger("gomail.imap")
+
+READ_LIMIT = 64 * 1024  # bytes a line may take in the reader before it is cut off
 
 
 class ImapListener:
@@ -45,14 +49,17 @@ class ImapListener:
         return f"{host}:{port}"
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(
-            self._serve,
-            host,
-            port,
-            ssl=self.tls_context if self.implicit_tls else None,
-            reuse_address=True,
-            backlog=1024,
-            limit=64 * 1024,
+        loop = asyncio.get_running_loop()
+
+        def stream_protocol() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, self._serve, loop=loop)
+
+        factory: Callable[[], asyncio.BaseProtocol] = stream_protocol
+        if self.implicit_tls:
+            factory = implicit_tls(factory, self.tls_context, self.app.config.limits)
+        self.server = await loop.create_server(
+            factory, host, port, reuse_address=True, backlog=1024
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
