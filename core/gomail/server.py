@@ -19,7 +19,7 @@ from gomail.pipeline import Listener, PipelineSet, load_pipelines
 from gomail.plugins import PluginManager
 from gomail.smtp.handler import Handler
 from gomail.smtp.protocol import GomailSMTP
-from gomail.smtp.spool import clear_spool
+from gomail.spool import clear_spool
 from gomail.store.sqlite import open_store
 from gomail.tls import server_context, tune_asyncio_tls
 from gomail.tlsgate import implicit_tls

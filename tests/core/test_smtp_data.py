@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from gomail.smtp.protocol import GomailSMTP, _line_limit_pattern
-from gomail.smtp.spool import Spool
+from gomail.spool import Spool
 
 
 async def read(chunks, *, line_limit=1000, size_limit=10**6, spool_dir=None, threshold=1 << 20):

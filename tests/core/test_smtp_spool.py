@@ -5,7 +5,7 @@ import os
 import stat
 
 import pytest
-from gomail.smtp.spool import Spool, clear_spool, spool_directory
+from gomail.spool import Spool, clear_spool, spool_directory
 
 
 def open_spool_files(directory) -> list[str]:

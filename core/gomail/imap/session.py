@@ -24,6 +24,7 @@ from gomail.imap import wire
 from gomail.imap.compress import start_deflate
 from gomail.imap.listing import list_mailboxes
 from gomail.imap.selected import SelectedFolder
+from gomail.spool import Spool, spool_directory
 from gomail.store import (
     HIERARCHY_DELIMITER,
     Folder,
@@ -40,6 +41,7 @@ IDLE_TIMEOUT = 30 * 60.0  # autologout of an authenticated client that sends not
 APPENDLIMIT = 50 * 1024 * 1024
 MAX_DISCARD = 2 * APPENDLIMIT  # bytes of a refused non-synchronizing literal we skip
 WRITE_HIGH_WATER = 256 * 1024
+READ_PIECE = 64 * 1024  # bytes read at a time into a spooled literal
 # All the literals of one command together: MULTIAPPEND is held in memory until it is parsed,
 # so many messages each under APPENDLIMIT must not add up to gigabytes.
 MAX_COMMAND_LITERALS = APPENDLIMIT
@@ -169,6 +171,8 @@ class ImapSession:
         self.loop = asyncio.get_running_loop()
         self.login_deadline = self.loop.time() + LOGIN_TIMEOUT
         self.logging_out = False
+        # app.large_messages, while a command with spooled literals is read and run
+        self.large: asyncio.Semaphore | None = None
         self.stalled = False  # the client stopped reading what we write
 
     # --- session flags --------------------------------------------------------------------
@@ -333,9 +337,9 @@ class ImapSession:
                 if not announced.non_synchronizing:
                     self.write(b"+ Ready for literal data\r\n")
                     await self.drain()
-                data = await self._read(self.reader.readexactly(announced.size))
-                buf.add_literal(data)
+                buf.add_literal(await self._read_literal(announced.size))
                 line = await self.readline()
+            await self._load_spooled(buf)
             return buf.parse(utf8=self.utf8)
         except p.ParseError as e:
             lit = e.literal
@@ -348,6 +352,56 @@ class ImapSession:
                 await self._skip_rest(e)
             self.write(e.response())
             return None
+        finally:
+            for part in buf.parts:  # what a refused or broken-off command had spooled
+                if isinstance(part, p.Literal) and isinstance(part.data, Spool):
+                    part.data.close()
+
+    async def _read_literal(self, size: int) -> bytes | Spool:
+        """A literal's bytes, read as they arrive; past ``limits.spool_threshold`` they go to a
+        spool file, so that many sessions sending large messages at once cost disk."""
+        threshold = self.app.config.limits.spool_threshold
+        if size <= threshold:
+            return await self._read(self.reader.readexactly(size))
+        spool = Spool(spool_directory(self.app.config.data_dir), threshold)
+        try:
+            while len(spool) < size:
+                chunk = await self._read(self.reader.read(min(size - len(spool), READ_PIECE)))
+                if not chunk:
+                    raise Closed
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
+    async def _load_spooled(self, buf: p.CommandBuffer) -> None:
+        """Bring a complete command's spooled literals into memory, once this session holds
+        one of ``app.large_messages`` (kept until the command has run: ``_release_large``)."""
+        spooled = [
+            i
+            for i, part in enumerate(buf.parts)
+            if isinstance(part, p.Literal) and isinstance(part.data, Spool)
+        ]
+        if not spooled:
+            return
+        try:
+            if self.large is None:
+                await self.app.large_messages.acquire()
+                self.large = self.app.large_messages
+            for i in spooled:
+                part = buf.parts[i]
+                buf.parts[i] = p.Literal(await part.data.load(), part.binary)
+        finally:
+            for i in spooled:
+                part = buf.parts[i]
+                if isinstance(part.data, Spool):  # not loaded: cancelled or a read failed
+                    part.data.close()
+
+    def _release_large(self) -> None:
+        if self.large is not None:
+            self.large.release()
+            self.large = None
 
     def _literal_bye(self, error: p.ParseError) -> None:
         self.write(error.response())
@@ -375,11 +429,15 @@ class ImapSession:
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] gomail ready")
             await self.drain()
             while True:
-                cmd = await self.read_command()
-                if cmd is not None:
-                    await self.execute(cmd)
-                    if self.logging_out:
-                        break
+                try:
+                    cmd = await self.read_command()
+                    if cmd is not None:
+                        await self.execute(cmd)
+                finally:
+                    cmd = None  # an APPEND's message is not kept while the client idles
+                    self._release_large()
+                if self.logging_out:
+                    break
                 await self.drain()
                 # Pipelined commands already read would run back to back without a pause
                 # (nothing above waits while data is buffered): let other clients in between.

@@ -31,7 +31,7 @@ from gomail.verdict import Action, Verdict
 if TYPE_CHECKING:
     from gomail.app import App
     from gomail.smtp.protocol import GomailSMTP
-    from gomail.smtp.spool import Spool
+    from gomail.spool import Spool
 
 log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")

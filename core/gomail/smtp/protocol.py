@@ -28,7 +28,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, _AuthMechAttr, login_always
 
 from gomail.printable import COMMAND_CONTROL, printable
 from gomail.smtp.replies import with_enhanced
-from gomail.smtp.spool import Spool, spool_directory
+from gomail.spool import Spool, spool_directory
 
 if TYPE_CHECKING:
     from gomail.smtp.handler import Handler

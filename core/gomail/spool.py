@@ -1,5 +1,5 @@
-"""A message being received over SMTP (DATA or BDAT): in memory while small, on disk past a
-threshold, so that many large messages arriving at once cost disk rather than memory.
+"""A message being received (SMTP DATA or BDAT, an IMAP literal): in memory while small, on
+disk past a threshold, so that many large messages arriving at once cost disk, not memory.
 
 The file lives under ``DATA/spool`` (directory 0700, file 0600) and its name is removed as soon
 as it is created: nothing is left behind when the transaction ends, fails or the connection
@@ -53,6 +53,9 @@ class Spool:
         self._buffer = bytearray()
         self._fd: int | None = None
         self.closed = False
+
+    def __len__(self) -> int:
+        return self.size
 
     @property
     def on_disk(self) -> bool:
