@@ -315,7 +315,15 @@ class Gomail(Target):
         self.start()
 
     def start(self) -> None:
-        argv = [self.gomail_bin(), "--data", str(self.data), "run"]
+        # One user at one address opens every connection: raise the limits that stop that
+        # (as the Dovecot config raises mail_max_userip_connections).
+        most = max(self.args.idle, 1) + 100
+        config = self.root / "gomail.yaml"
+        config.write_text(
+            f"limits: {{connections: {most}, connections_per_ip: {most}, "
+            f"imap_sessions_per_user_ip: {most}}}\n"
+        )
+        argv = [self.gomail_bin(), "--data", str(self.data), "--config", str(config), "run"]
         listen = {
             "imap": self.port,
             "imaps": self.tls_port,
