@@ -105,10 +105,11 @@ class Limits:
     # seconds a client of an implicit-TLS listener (465, 993) has to finish its handshake;
     # handshakes in progress count against the connection limits above too
     tls_handshake_timeout: float = 15.0
-    # a message being received (DATA or BDAT) goes to a file under DATA/spool past this size
+    # a message being received (SMTP DATA or BDAT, an IMAP literal) goes to a file under
+    # DATA/spool past this size
     spool_threshold: int = 1024 * 1024
-    # messages past spool_threshold processed (held in memory) at once after their final dot;
-    # the others wait, on disk, for their turn
+    # messages past spool_threshold processed (held in memory) at once, SMTP and IMAP APPEND
+    # together; the others wait, on disk, for their turn
     large_messages_at_once: int = 2
 
 
