@@ -606,14 +606,24 @@ def gomail(gomail_factory) -> Gomail:
     return gomail_factory().start()
 
 
+@contextlib.contextmanager
+def module_server(tmp_path_factory, template: Path, name: str, config: dict | None = None):
+    """A started server with the test accounts and ``config`` added to its settings (for a
+    module fixture: ``with module_server(...) as g: yield g``); stopped at the end."""
+    g = Gomail(tmp_path_factory.mktemp(name), template=template)
+    g.start(config)
+    try:
+        yield g
+    finally:
+        if g.running:
+            g.stop()
+        g.kill9()
+
+
 @pytest.fixture(scope="module")
 def _module_gomail(tmp_path_factory, gomail_template):
-    g = Gomail(tmp_path_factory.mktemp("shared"), template=gomail_template)
-    g.start()
-    yield g
-    if g.running:
-        g.stop()
-    g.kill9()
+    with module_server(tmp_path_factory, gomail_template, "shared") as g:
+        yield g
 
 
 @pytest.fixture

@@ -21,14 +21,12 @@ SIZE = 8 * MB
 
 @pytest.fixture(scope="module")
 def g(tmp_path_factory, gomail_template):
-    from conftest import Gomail
+    from conftest import module_server
 
-    server = Gomail(tmp_path_factory.mktemp("appendspool"), template=gomail_template)
-    server.start({"limits": {"connections_per_ip": 30}})
-    yield server
-    if server.running:
-        server.stop()
-    server.kill9()
+    with module_server(
+        tmp_path_factory, gomail_template, "appendspool", {"limits": {"connections_per_ip": 30}}
+    ) as server:
+        yield server
 
 
 def message(n: int, size: int) -> bytes:

@@ -28,14 +28,10 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, gomail_template):
-    from conftest import Gomail
+    from conftest import module_server
 
-    g = Gomail(tmp_path_factory.mktemp("imaplimits"), template=gomail_template)
-    g.start({"limits": LIMITS})
-    yield g
-    if g.running:
-        g.stop()
-    g.kill9()
+    with module_server(tmp_path_factory, gomail_template, "imaplimits", {"limits": LIMITS}) as g:
+        yield g
 
 
 @pytest.fixture
@@ -307,7 +303,9 @@ def test_fetch_to_a_client_that_does_not_read(g):
             c.send(b"f FETCH 1:* BODY.PEEK[]\r\n")  # ~19 MB of answer, never read
             time.sleep(1.5)
             alive()
-    assert mem.growth < 10 * MB, mem.growth
+    # A 4 MiB batch, 256 KiB of unsent answer and the allocator's slack; not the ~19 MB of
+    # answers a server that does not wait for its client would hold.
+    assert mem.growth < 14 * MB, mem.growth
 
 
 def _compressed(c: From) -> None:

@@ -17,14 +17,10 @@ LIMITS = {"connections": 30, "connections_per_ip": 5, "tls_handshake_timeout": 2
 
 @pytest.fixture(scope="module")
 def g(tmp_path_factory, gomail_template):
-    from conftest import Gomail
+    from conftest import module_server
 
-    server = Gomail(tmp_path_factory.mktemp("tlsgate"), template=gomail_template)
-    server.start({"limits": LIMITS})
-    yield server
-    if server.running:
-        server.stop()
-    server.kill9()
+    with module_server(tmp_path_factory, gomail_template, "tlsgate", {"limits": LIMITS}) as server:
+        yield server
 
 
 def silent(port: int, source: str) -> socket.socket:
