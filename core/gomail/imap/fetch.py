@@ -17,7 +17,14 @@ from gomail.imap import parser as p
 from gomail.imap import sections, wire
 from gomail.imap.meta import message_meta_async
 from gomail.imap.session import Bad, No
-from gomail.store import AppendMessage, MessageMeta, MessageRow, NoSuchFolder, QuotaExceeded
+from gomail.store import (
+    AppendMessage,
+    KeywordLimit,
+    MessageMeta,
+    MessageRow,
+    NoSuchFolder,
+    QuotaExceeded,
+)
 
 if TYPE_CHECKING:
     from gomail.imap.session import ImapSession
@@ -327,9 +334,12 @@ async def store(s: ImapSession, cmd: p.Command) -> str:
     name = f"{'UID ' if cmd.uid else ''}STORE"
     if not uids:
         return f"OK {name} completed"
-    changed, failed = await s.app.store.store_flags(
-        s.user, sel.name, uids, args.flags, _MODES[args.mode], args.unchangedsince
-    )
+    try:
+        changed, failed = await s.app.store.store_flags(
+            s.user, sel.name, uids, args.flags, _MODES[args.mode], args.unchangedsince
+        )
+    except KeywordLimit as e:
+        raise No(str(e), "LIMIT") from None
     new = {uid: (flags, modseq) for uid, flags, modseq in changed}
     failed_set = set(failed)
     for i in indexes:
@@ -375,6 +385,8 @@ async def copy_move(s: ImapSession, cmd: p.Command, move: bool) -> str:
         raise No("No such mailbox", "TRYCREATE") from None
     except QuotaExceeded as e:
         raise No(str(e), "OVERQUOTA") from None
+    except KeywordLimit as e:
+        raise No(str(e), "LIMIT") from None
     if dst.name == sel.name:
         sel.dirty = True
     if not pairs:
@@ -411,6 +423,8 @@ async def append(s: ImapSession, cmd: p.Command) -> str:
         raise No("No such mailbox", "TRYCREATE") from None
     except QuotaExceeded as e:
         raise No(str(e), "OVERQUOTA") from None
+    except KeywordLimit as e:
+        raise No(str(e), "LIMIT") from None
     if s.selected is not None and s.selected.name == folder.name:
         s.selected.dirty = True
     return f"OK [APPENDUID {uidvalidity} {p.SequenceSet.of(uids)}] APPEND completed"

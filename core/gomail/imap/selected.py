@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from gomail.imap import wire
 from gomail.imap.parser import SequenceSet
-from gomail.store import ChangeFeed, FolderSnapshot, NoSuchFolder, Store
+from gomail.store import MAX_KEYWORDS_PER_FOLDER, ChangeFeed, FolderSnapshot, NoSuchFolder, Store
 
 if TYPE_CHECKING:
     from gomail.imap.session import ImapSession
@@ -163,6 +163,27 @@ class SelectedFolder:
         """``(\\Answered ... keywords)`` for the FLAGS response."""
         return wire.paren_list(f.encode() for f in (*SYSTEM_FLAGS, *sorted(self.keywords)))
 
+    def permanent_flags(self) -> bytes:
+        """The ``OK [PERMANENTFLAGS ...]`` line: ``\\*`` (new keywords may be created) only
+        while the folder has room for more keywords (RFC 3501 section 7.1)."""
+        if self.readonly:
+            return b"OK [PERMANENTFLAGS ()] Read-only mailbox"
+        flags = self.flag_list()
+        if not self.keywords_full():
+            flags = flags[:-1] + b" \\*)"
+        return b"OK [PERMANENTFLAGS " + flags + b"] Flags permitted"
+
+    def keywords_full(self) -> bool:
+        """Whether the folder has as many keywords in use as it may (no new ones)."""
+        return len({k.lower() for k in self.keywords}) >= MAX_KEYWORDS_PER_FOLDER
+
+    def _announce_flags(self) -> None:
+        """FLAGS after new keywords came in use, and PERMANENTFLAGS without ``\\*`` once the
+        folder is full."""
+        self.session.untagged(b"FLAGS " + self.flag_list())
+        if self.keywords_full() and not self.readonly:
+            self.session.untagged(self.permanent_flags())
+
     def _note_keywords(self, flags: tuple[str, ...]) -> bool:
         new = False
         for f in flags:
@@ -186,7 +207,7 @@ class SelectedFolder:
         if modseq is not None:
             self.modseqs[i] = modseq
         if self._note_keywords(flags):
-            self.session.untagged(b"FLAGS " + self.flag_list())
+            self._announce_flags()
 
     # --- responses ------------------------------------------------------------------------------
 
@@ -294,7 +315,7 @@ class SelectedFolder:
                 self.flags.append(flags)
                 self.modseqs.append(modseq)
                 if self._note_keywords(flags):
-                    s.untagged(b"FLAGS " + self.flag_list())
+                    self._announce_flags()
             self.recent.update(claimed)
             s.untagged(b"%d EXISTS" % len(self.uids))
             if not s.rev2:

@@ -796,11 +796,7 @@ class ImapSession:
         sel = SelectedFolder(self, snap, args.readonly, feed)
         self.selected = sel
         self.untagged(b"FLAGS " + sel.flag_list())
-        if args.readonly:
-            self.untagged(b"OK [PERMANENTFLAGS ()] Read-only mailbox")
-        else:
-            perm = sel.flag_list()[:-1] + b" \\*)"
-            self.untagged(b"OK [PERMANENTFLAGS " + perm + b"] Flags permitted")
+        self.untagged(sel.permanent_flags())
         self.untagged(b"%d EXISTS" % sel.exists)
         if not self.rev2:
             self.untagged(b"%d RECENT" % len(sel.recent))

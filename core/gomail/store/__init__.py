@@ -28,6 +28,12 @@ MAX_FOLDER_LEVELS = 16
 MAX_FOLDER_LEVEL_BYTES = 255
 # Folders of one account: bounds what one LIST holds in memory (names of up to 4 KiB each).
 MAX_FOLDERS = 10_000
+# Keywords (flags not starting with a backslash) a client may create: each at most this many
+# characters (Dovecot's mail_max_keyword_length), and at most this many distinct keywords in
+# use in one folder (Cyrus allows 128 user flags a mailbox), which also bounds those of one
+# message: a FETCH FLAGS answer stays a few KiB.
+MAX_KEYWORD_LENGTH = 50
+MAX_KEYWORDS_PER_FOLDER = 128
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
@@ -47,6 +53,11 @@ class FolderLimit(StoreError):
     """A folder name too deep or too long (MAX_FOLDER_LEVELS, MAX_FOLDER_LEVEL_BYTES), a
     RENAME that would make one of the folders moved so, or one folder more than MAX_FOLDERS
     (IMAP: ``NO [LIMIT]``)."""
+
+
+class KeywordLimit(StoreError):
+    """A keyword longer than MAX_KEYWORD_LENGTH, or new keywords that would take a folder past
+    MAX_KEYWORDS_PER_FOLDER (IMAP: ``NO [LIMIT]``); nothing was changed."""
 
 
 class NoSuchMessage(StoreError):

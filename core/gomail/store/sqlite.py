@@ -51,6 +51,8 @@ from gomail.store import (
     MAX_FOLDER_LEVEL_BYTES,
     MAX_FOLDER_LEVELS,
     MAX_FOLDERS,
+    MAX_KEYWORD_LENGTH,
+    MAX_KEYWORDS_PER_FOLDER,
     SPECIAL_FOLDERS,
     Alias,
     AppendMessage,
@@ -65,6 +67,7 @@ from gomail.store import (
     FolderLimit,
     FolderSnapshot,
     FolderStatus,
+    KeywordLimit,
     MessageMeta,
     MessageRow,
     NoSuchFolder,
@@ -329,6 +332,19 @@ def _uid_clause(uids: Uids | None) -> tuple[str, tuple]:
     )
 
 
+def _keywords(flags: Iterable[str]) -> set[str]:
+    """The keywords among canonical flags, case-folded (keywords compare so); KeywordLimit for
+    one longer than MAX_KEYWORD_LENGTH."""
+    out = {f.lower() for f in flags if not f.startswith("\\")}
+    for keyword in out:
+        if len(keyword) > MAX_KEYWORD_LENGTH:
+            raise KeywordLimit(f"keywords are at most {MAX_KEYWORD_LENGTH} characters long")
+    return out
+
+
+_FOLDER_KEYWORDS_MAX = 1024  # folders whose keywords are remembered
+
+
 def _is_empty(uids: Uids | None) -> bool:
     return uids is not None and len(uids) == 0
 
@@ -495,6 +511,11 @@ class SqliteStore(Store):
         self._read_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
         self._changes: list[Change] = []  # noted by the jobs of the batch (writer thread)
+        # The keywords in use in a folder as last known (writer thread): mailbox id ->
+        # ((UIDVALIDITY, HIGHESTMODSEQ) then, case-folded keywords). Every change to a folder's
+        # messages raises its HIGHESTMODSEQ, so an entry for the current values is exact; a
+        # rolled-back transaction clears them all.
+        self._folder_keywords: dict[int, tuple[tuple[int, int], frozenset[str]]] = {}
         self._feeds: dict[str, set[_Feed]] = {}
         self._feeds_lock = threading.Lock()
 
@@ -587,6 +608,7 @@ class SqliteStore(Store):
                 self._run_batch(conn, batch)
             except BaseException:  # never leave a caller waiting
                 log.exception("store writer: batch failed")
+                self._folder_keywords.clear()
                 err = StoreError("internal error in the store writer")
                 self._resolve([(j, False, err) for j in batch])
                 if conn.in_transaction:
@@ -636,6 +658,7 @@ class SqliteStore(Store):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             err = StoreError(f"the database could not commit: {exc}")
+            self._folder_keywords.clear()
             results = [(job, False, err) for job, _ok, _value in results]
             collect = False
             changes.clear()
@@ -1678,6 +1701,45 @@ class SqliteStore(Store):
 
     # --- IMAP: changing messages ------------------------------------------------------------
 
+    def _add_keywords(
+        self,
+        conn: sqlite3.Connection,
+        mailbox: tuple,
+        folder: str,
+        adding: set[str],
+    ) -> frozenset[str] | None:
+        """The folder's keywords once ``adding`` (case-folded) are in use too, inside a job;
+        KeywordLimit if that makes more than MAX_KEYWORDS_PER_FOLDER (a folder already past it
+        may still use the ones it has). None when nothing is added."""
+        if not adding:
+            return None
+        mailbox_id, version = mailbox[0], (mailbox[1], mailbox[3])
+        entry = self._folder_keywords.get(mailbox_id)
+        if entry is not None and entry[0] == version:
+            known = entry[1]
+        else:
+            found: set[str] = set()
+            rows = conn.execute(
+                "SELECT DISTINCT flags FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+            )
+            for (flags,) in rows:
+                found.update(f.lower() for f in flags.split() if not f.startswith("\\"))
+            known = frozenset(found)
+        after = known | adding
+        if len(after) > len(known) and len(after) > MAX_KEYWORDS_PER_FOLDER:
+            raise KeywordLimit(
+                f"at most {MAX_KEYWORDS_PER_FOLDER} keywords may be in use in a folder;"
+                f" {_folder_name(folder)} has {len(known)}"
+            )
+        return after
+
+    def _note_keywords(self, mailbox: tuple, modseq: int, keywords: frozenset[str]) -> None:
+        """Remember the keywords in use in a folder (a ``_mailbox`` row) whose HIGHESTMODSEQ
+        is now ``modseq``."""
+        if len(self._folder_keywords) >= _FOLDER_KEYWORDS_MAX:
+            self._folder_keywords.clear()
+        self._folder_keywords[mailbox[0]] = ((mailbox[1], modseq), keywords)
+
     async def append(
         self,
         user: str,
@@ -1702,7 +1764,9 @@ class SqliteStore(Store):
         for message in messages:
             if not message.raw:
                 raise StoreError("an empty message cannot be appended")
-            flags = " ".join(canonical_flags(message.flags))
+            flags = canonical_flags(message.flags)
+            _keywords(flags)
+            flags = " ".join(flags)
             sha, size, inline = await self._prepare_blob(message.raw)
             date = now if message.internal_date is None else float(message.internal_date)
             prepared.append((message.raw, sha, size, inline, flags, date, message.meta))
@@ -1711,8 +1775,11 @@ class SqliteStore(Store):
     def _append_job(
         self, conn: sqlite3.Connection, user: str, folder: str, prepared: list[tuple]
     ) -> tuple[int, list[int]]:
-        mailbox_id, uidvalidity, uidnext, highestmodseq, *_ = self._mailbox(conn, user, folder)
+        mailbox = self._mailbox(conn, user, folder)
+        mailbox_id, uidvalidity, uidnext, highestmodseq, *_ = mailbox
         self._check_room(conn, user, sum(p[2] for p in prepared))
+        adding = {f.lower() for p in prepared for f in p[4].split() if not f.startswith("\\")}
+        keywords = self._add_keywords(conn, mailbox, folder, adding)
         modseq = highestmodseq + 1
         uids = []
         for uid, (raw, sha, size, inline, flags, date, meta) in enumerate(prepared, uidnext):
@@ -1725,6 +1792,8 @@ class SqliteStore(Store):
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
             (uids[-1] + 1, modseq, mailbox_id),
         )
+        if keywords is not None:
+            self._note_keywords(mailbox, modseq, keywords)
         self._changes.append(Change(user, _folder_name(folder), "exists"))
         return uidvalidity, uids
 
@@ -1741,10 +1810,13 @@ class SqliteStore(Store):
             raise StoreError(f"store_flags: mode is 'set', 'add' or 'remove', not {mode!r}")
         given = canonical_flags(flags)
         folded = {f.lower() for f in given}
+        adding = _keywords(given) if mode != "remove" else set()
         clause, params = _uid_clause(uids)
 
         def job(conn: sqlite3.Connection) -> tuple[list[FlagRow], list[int]]:
-            mailbox_id, _v, _n, highestmodseq, *_ = self._mailbox(conn, user, folder)
+            mailbox = self._mailbox(conn, user, folder)
+            mailbox_id, _v, _n, highestmodseq, *_ = mailbox
+            keywords = self._add_keywords(conn, mailbox, folder, adding)
             rows = conn.execute(
                 f"SELECT m.id, m.uid, m.flags, m.modseq FROM messages m"
                 f" WHERE m.mailbox_id = ?{clause} ORDER BY m.uid",
@@ -1774,6 +1846,8 @@ class SqliteStore(Store):
                 conn.execute(
                     "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id)
                 )
+                if keywords is not None and mode == "add":  # "set" may drop some: not exact
+                    self._note_keywords(mailbox, modseq, keywords)
                 self._changes.append(Change(user, _folder_name(folder), "flags"))
             return changed, failed
 
@@ -1802,6 +1876,8 @@ class SqliteStore(Store):
         if not rows:
             return []
         dst_id, _v, dst_uidnext, dst_modseq, *_ = dst_box
+        adding = {f.lower() for row in rows for f in row[5].split() if not f.startswith("\\")}
+        keywords = self._add_keywords(conn, dst_box, dst, adding)
         modseq = dst_modseq + 1
         pairs = [(row[1], uid) for uid, row in enumerate(rows, dst_uidnext)]
         if move:
@@ -1837,6 +1913,8 @@ class SqliteStore(Store):
         )
         if move:  # after uidnext moved on, which _prune_expunged's bound reads
             self._prune_expunged(conn, src_box[0])
+        if keywords is not None and src_box[0] != dst_id:
+            self._note_keywords(dst_box, modseq, keywords)
         self._changes.append(Change(user, _folder_name(dst), "exists"))
         return pairs
 
