@@ -62,6 +62,9 @@ async def list_mailboxes(s: ImapSession, args: p.List) -> str:
     want_sub = args.lsub or "SUBSCRIBED" in sel or "SUBSCRIBED" in ret
     delim = wire.quote(HIERARCHY_DELIMITER)
     shown: set[str] = set()
+    deleted = None  # STATUS DELETED: counted for every folder in one read, not one per folder
+    if "STATUS" in ret and "DELETED" in args.status_items:
+        deleted = await s.app.store.deleted_counts(s.user)
     pause = _Pause()
     for f in folders:
         await pause()
@@ -89,7 +92,7 @@ async def list_mailboxes(s: ImapSession, args: p.List) -> str:
         s.untagged(f"{kind} ({' '.join(attrs)}) ".encode() + delim + b" " + s.mailbox(f.name))
         shown.add(f.name)
         if "STATUS" in ret:
-            await s._status(f, args.status_items)
+            await s._status(f, args.status_items, deleted)
         await s.maybe_drain()
     if args.lsub:
         # A subscribed folder below the pattern's level shows its parent as \Noselect. Each

@@ -732,12 +732,14 @@ class ImapSession:
     async def cmd_lsub(self, cmd: p.Command) -> str:
         return await list_mailboxes(self, cmd.args)
 
-    async def _status(self, f: Folder, items: tuple[str, ...]) -> None:
+    async def _status(
+        self, f: Folder, items: tuple[str, ...], deleted: dict[str, int] | None = None
+    ) -> None:
+        """The STATUS response for a folder; ``deleted``: the account's \\Deleted counts, when
+        the caller (LIST-STATUS) read them once for all its folders."""
         out = []
-        deleted = None
-        if "DELETED" in items:
-            snap = await self.app.store.select_folder(self.user, f.name)
-            deleted = sum(1 for _u, flags, _m in snap.messages if "\\Deleted" in flags)
+        if "DELETED" in items and deleted is None:
+            deleted = await self.app.store.deleted_counts(self.user, f.name)
         for item in items:
             value = {
                 "MESSAGES": f.messages,
@@ -747,7 +749,7 @@ class ImapSession:
                 "UNSEEN": f.unseen,
                 "SIZE": f.bytes,
                 "HIGHESTMODSEQ": f.highestmodseq,
-                "DELETED": deleted,
+                "DELETED": deleted.get(f.name, 0) if deleted is not None else None,
                 "APPENDLIMIT": APPENDLIMIT,
             }[item]
             out.append(f"{item} {value}")

@@ -542,6 +542,11 @@ class Store(ABC):
     # IMAP: reading a folder
 
     @abstractmethod
+    async def deleted_counts(self, user: str, folder: str | None = None) -> dict[str, int]:
+        """Messages flagged \\Deleted, by folder name (STATUS DELETED), in one read: of one
+        folder, or of all (None); a folder without any is left out."""
+
+    @abstractmethod
     async def select_folder(
         self, user: str, name: str, claim_recent: bool = False
     ) -> FolderSnapshot:

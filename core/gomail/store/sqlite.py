@@ -1236,6 +1236,22 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
+    async def deleted_counts(self, user: str, folder: str | None = None) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            user_id = self._user_id(conn, user)
+            which, params = "", ()
+            if folder is not None:
+                which, params = " AND mb.name = ?", (_folder_name(folder),)
+            rows = conn.execute(
+                "SELECT mb.name, count(*) FROM mailboxes mb JOIN messages m"
+                f" ON m.mailbox_id = mb.id WHERE mb.user_id = ?{which} AND {_DELETED}"
+                " GROUP BY mb.id",
+                (user_id, *params),
+            )
+            return dict(rows)
+
+        return await self._read(read)
+
     async def get_folder(self, user: str, name: str) -> Folder | None:
         name = _folder_name(name)
 

@@ -165,6 +165,36 @@ async def test_list_over_a_full_depth_tree_is_fast(imap: Imap):
     assert time.monotonic() - start < 3
 
 
+async def test_list_status_deleted_is_one_read_for_all_folders(imap: Imap, monkeypatch):
+    """STATUS DELETED once read each folder's messages in full, one store read per folder
+    LIST-STATUS showed; now one count for the account."""
+    from .test_session_basic import message
+
+    await imap.store.create_folder(USER, "Work")
+    for folder, flags in (("INBOX", ["\\Deleted"]), ("INBOX", []), ("Work", ["\\Deleted"])):
+        await imap.store.append(USER, folder, message(1), flags)
+    await imap.store.append(USER, "Work", message(2), ["\\Deleted", "\\Seen"])
+    reads = []
+    counts = imap.store.deleted_counts
+
+    async def counting(*args):
+        reads.append(args)
+        return await counts(*args)
+
+    monkeypatch.setattr(imap.store, "deleted_counts", counting)
+    c = await imap.client()
+    out = await c.cmd('LIST "" "*" RETURN (STATUS (MESSAGES DELETED))')
+    statuses = [line for line in out if line.startswith(b"* STATUS ")]
+    assert b"* STATUS INBOX (MESSAGES 2 DELETED 1)" in statuses
+    assert b"* STATUS Work (MESSAGES 2 DELETED 2)" in statuses
+    assert b"* STATUS Sent (MESSAGES 0 DELETED 0)" in statuses
+    assert len(statuses) == len(await imap.store.list_folders(USER))
+    assert reads == [(USER,)]
+    out = await c.cmd("STATUS Work (DELETED)")
+    assert out[0] == b"* STATUS Work (DELETED 2)"
+    assert reads[1:] == [(USER, "Work")]
+
+
 # --- the store -----------------------------------------------------------------------------------
 
 
