@@ -1,7 +1,8 @@
 """Counting what clients hold, so that no client (or crowd of clients) takes the whole server.
 
 - :class:`ConnectionLimiter`: concurrent connections on one listener, in all and per client
-  address; SMTP answers ``421`` and IMAP ``* BYE`` beyond them.
+  address; SMTP answers ``421`` and IMAP ``* BYE`` beyond them, and :class:`RefusalLog` says
+  so in the log once a minute with a count.
 - :class:`KeyedCounter`: concurrent holdings of any key (an IMAP user at one address).
 - :class:`SlidingCount`: events per key within a time window (unknown recipients per address).
 
@@ -11,12 +12,14 @@ counted by :func:`gomail.clients.client_key` (IPv6 per /64).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 
 from gomail.clients import client_key
 
 MAX_TRACKED = 100_000  # keys a SlidingCount keeps; a flood of new addresses resets it
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between log lines about refused connections
 
 
 class KeyedCounter:
@@ -65,6 +68,30 @@ class ConnectionLimiter:
     def release(self, ip: str) -> None:
         self.open -= 1
         self._per_ip.release(client_key(ip))
+
+
+class RefusalLog:
+    """The connections one listener refused over its limits, in the log: a flood of refusals
+    must not flood the log too, so one line per REFUSAL_LOG_INTERVAL, with the count since
+    the last one."""
+
+    def __init__(self, log: logging.Logger, listener: str) -> None:
+        self.log = log
+        self.listener = listener
+        self.refused = 0  # since the last line
+        self.logged = -REFUSAL_LOG_INTERVAL  # the first refusal is logged at once
+
+    def note(self, ip: str, reason: str, limiter: ConnectionLimiter) -> None:
+        """One connection from ``ip`` refused for ``reason``."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.logged >= REFUSAL_LOG_INTERVAL:
+            self.log.warning(
+                "connections refused: limit reached",
+                extra={"fields": {"listener": self.listener, "last_peer": ip, "reason": reason,
+                                  "refused": self.refused, "open": limiter.open}},
+            )  # fmt: skip
+            self.refused, self.logged = 0, now
 
 
 class SlidingCount:

@@ -209,6 +209,8 @@ def test_connections_per_ip_and_in_all(g):
         assert _refused(port, "127.0.4.1") == (
             b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
         )
+        for _ in range(20):  # a flood of refusals writes one log line, not one each
+            _refused(port, "127.0.4.1")
         # The other listener counts its own connections.
         with Raw(g.ports["imaps"], tls=True) as c:
             assert c.greeting.startswith(b"* OK"), c.greeting
@@ -216,6 +218,8 @@ def test_connections_per_ip_and_in_all(g):
         for c in held:
             c.close()
     assert wait_until(lambda: _greets(port))
+    refusals = [line for line in g.log.splitlines() if "connections refused" in line]
+    assert len(refusals) == 1 and "imap" in refusals[0], g.log[-3000:]
 
 
 def _refused(port: int, source: str) -> bytes:

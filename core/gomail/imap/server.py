@@ -3,7 +3,8 @@
 ``gomail run`` makes one :class:`ImapListener` per IMAP listener (``imap`` with STARTTLS,
 ``imaps`` with implicit TLS) and stops them on SIGTERM. Each listener counts its connections
 (``limits.connections`` in all, ``limits.connections_per_ip`` from one client address); past
-either, the client gets ``* BYE [UNAVAILABLE]`` and is closed before a session is made.
+either, the client gets ``* BYE [UNAVAILABLE]`` and is closed before a session is made, and
+the log says so once a minute with a count (:class:`gomail.limits.RefusalLog`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gomail.imap.session import ImapSession
-from gomail.limits import ConnectionLimiter
+from gomail.limits import ConnectionLimiter, RefusalLog
 from gomail.tlsgate import implicit_tls
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class ImapListener:
         self.sessions: set[asyncio.Task] = set()
         limits = app.config.limits
         self.limiter = ConnectionLimiter(limits.connections, limits.connections_per_ip)
+        self.refusals = RefusalLog(log, name)
 
     @property
     def address(self) -> str:
@@ -67,6 +69,7 @@ class ImapListener:
         ip = peer[0] if isinstance(peer, tuple) and peer else ""
         refusal = self.limiter.admit(ip)
         if refusal is not None:
+            self.refusals.note(ip, refusal, self.limiter)
             # Before any session exists: one short line, no read, and the socket is closed
             # (the transport sends what it can of the line and then lets go).
             writer.write(f"* BYE [UNAVAILABLE] {refusal.capitalize()}\r\n".encode())

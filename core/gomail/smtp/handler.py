@@ -21,7 +21,7 @@ from gomail.address import NeedsSmtpUtf8, parse_path, plus_base
 from gomail.clients import client_key
 from gomail.context import Recipient, Session, Transaction, new_id
 from gomail.imap.meta import message_meta_async
-from gomail.limits import ConnectionLimiter
+from gomail.limits import ConnectionLimiter, RefusalLog
 from gomail.message import Message
 from gomail.pipeline import Listener, Pipeline, run_stage
 from gomail.printable import printable
@@ -37,7 +37,6 @@ log = logging.getLogger("gomail.smtp")
 txlog = logging.getLogger("gomail.smtp.transaction")
 
 UNKNOWN_USER = "5.1.1"  # the enhanced code of a RCPT refused because no such user exists
-REFUSAL_LOG_INTERVAL = 60.0  # seconds between log lines about refused connections
 STRESS_SHARE = 0.75  # of limits.connections open: the listener is under stress
 
 
@@ -55,8 +54,7 @@ class Handler:
         self.connections: set[GomailSMTP] = set()
         self.limits = app.config.limits
         self.limiter = ConnectionLimiter(self.limits.connections, self.limits.connections_per_ip)
-        self._refused = 0  # connections refused since the last log line about them
-        self._refused_logged = 0.0
+        self.refusals = RefusalLog(log, listener.name)
         # aiosmtpd's table of handler hooks, built once for every connection to share.
         self.hooks = {
             attr.removeprefix("handle_"): getattr(self, attr)
@@ -74,17 +72,7 @@ class Handler:
         if reason is None:
             server._admitted = ip
             return None
-        # A flood must not flood the log too: one line per interval, with a count.
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
-            log.warning(
-                "connections refused: limit reached",
-                extra={"fields": {"listener": self.listener.name, "last_peer": ip,
-                                  "reason": reason, "refused": self._refused,
-                                  "open": self.limiter.open}},
-            )  # fmt: skip
-            self._refused, self._refused_logged = 0, now
+        self.refusals.note(ip, reason, self.limiter)
         return f"421 4.7.0 {self.app.config.hostname} Error: {reason}"
 
     def release(self, ip: str) -> None:
