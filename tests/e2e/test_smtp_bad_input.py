@@ -68,6 +68,23 @@ def test_malformed_mail(shared_gomail, line):
         g.assert_reply(c.cmd("NOOP"), 250, "2.0.0")
 
 
+@pytest.mark.parametrize(
+    "params", ["BODY=8BITMIME BODY=7BIT", "SIZE=10 SIZE=10", "body=8bitmime SMTPUTF8 BODY=8BITMIME"]
+)
+def test_repeated_esmtp_parameter(shared_gomail, params):
+    """RFC 5321: an ESMTP parameter appears once; a repeated one is refused, not the last
+    one taken."""
+    g = shared_gomail
+    with g.raw() as c:
+        c.cmd("EHLO client.test")
+        g.assert_reply(c.cmd(f"MAIL FROM:<{SENDER}> {params}"), 501, "5.5.4")
+        g.assert_reply(c.cmd(f"MAIL FROM:<{SENDER}> BODY=8BITMIME SIZE=10"), 250, "2.1.0")
+        code, text = c.cmd("RCPT TO:<alice@example.org> NOTIFY=NEVER NOTIFY=NEVER")
+        g.assert_reply((code, text), 501, "5.5.4")
+        assert "NOTIFY" in text, text
+        g.assert_reply(c.cmd("RCPT TO:<alice@example.org>"), 250, "2.1.5")
+
+
 def test_over_long_command_line(shared_gomail):
     g = shared_gomail
     with g.raw() as c:

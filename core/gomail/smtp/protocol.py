@@ -217,6 +217,11 @@ class GomailSMTP(SMTP):
     async def push(self, status: Any) -> None:
         """Send one reply (or one line of EHLO's): client text in it made printable, an
         enhanced status code added, the error limits applied."""
+        if self._param_error is not None:
+            # aiosmtpd answers the None from _getparams with its syntax error: say why.
+            if isinstance(status, str) and status.startswith("501 Syntax: "):
+                status = self._param_error
+            self._param_error = None
         if isinstance(status, str):
             lines = [printable(line) for line in status.split("\r\n")]
             if not self._in_ehlo:
@@ -281,6 +286,21 @@ class GomailSMTP(SMTP):
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session %s: unexpected error", self.ctx.id if self.ctx else "?")
         return "451 4.3.0 Local error in processing"
+
+    _param_error: str | None = None  # the reply for the parameters _getparams refused
+
+    def _getparams(self, params: Any) -> dict[str, str | bool] | None:
+        """MAIL and RCPT parameters (upper-cased by aiosmtpd); None, and 501 5.5.4, when one
+        is given twice (``BODY=8BITMIME BODY=7BIT``): each may appear once (RFC 5321), and
+        taking the last one would let a client say two things about one message."""
+        seen: set[str] = set()
+        for param in params:
+            name = param.partition("=")[0]
+            if name in seen:
+                self._param_error = f"501 5.5.4 Error: the {name} parameter given twice"
+                return None
+            seen.add(name)
+        return super()._getparams(params)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd builds a typing.Protocol class on every call and runs the email package's
