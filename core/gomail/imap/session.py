@@ -28,6 +28,7 @@ from gomail.spool import Spool, spool_directory
 from gomail.store import (
     HIERARCHY_DELIMITER,
     Folder,
+    FolderCountLimit,
     FolderExists,
     FolderLimit,
     NoSuchFolder,
@@ -675,7 +676,7 @@ class ImapSession:
         except FolderExists:
             raise No("Mailbox exists already", "ALREADYEXISTS") from None
         except FolderLimit as e:
-            raise No(f"Mailbox name refused: {e}", "LIMIT") from None
+            raise No(_folder_limit_text(e), "LIMIT") from None
         except StoreError as e:
             if special is not None and "special-use" in str(e):
                 raise No(str(e), "USEATTR") from None
@@ -708,7 +709,7 @@ class ImapSession:
         except FolderExists:
             raise No("Mailbox exists already", "ALREADYEXISTS") from None
         except FolderLimit as e:
-            raise No(f"Mailbox name refused: {e}", "LIMIT") from None
+            raise No(_folder_limit_text(e), "LIMIT") from None
         except StoreError as e:
             raise No(str(e), "CANNOT") from None
         return "OK RENAME completed"
@@ -979,6 +980,11 @@ class ImapSession:
         from gomail.imap import threading
 
         return await threading.thread(self, cmd)
+
+
+def _folder_limit_text(e: FolderLimit) -> str:
+    """The text of NO [LIMIT] for a CREATE or RENAME the store refused."""
+    return str(e) if isinstance(e, FolderCountLimit) else f"Mailbox name refused: {e}"
 
 
 def _canonical(name: str) -> str:

@@ -60,6 +60,10 @@ class KeywordLimit(StoreError):
     MAX_KEYWORDS_PER_FOLDER (IMAP: ``NO [LIMIT]``); nothing was changed."""
 
 
+class FolderCountLimit(FolderLimit):
+    """One folder more than MAX_FOLDERS: refused whatever its name."""
+
+
 class NoSuchMessage(StoreError):
     """No message with that UID in the folder (expunged meanwhile, or never there)."""
 

@@ -63,6 +63,7 @@ from gomail.store import (
     FlagRow,
     Folder,
     FolderChanges,
+    FolderCountLimit,
     FolderExists,
     FolderLimit,
     FolderSnapshot,
@@ -1201,7 +1202,11 @@ class SqliteStore(Store):
             "SELECT count(*) FROM mailboxes WHERE user_id = ?", (user_id,)
         ).fetchone()
         if count + adding > MAX_FOLDERS:
-            raise FolderLimit(f"the account has {count} folders; at most {MAX_FOLDERS} allowed")
+            # The limit first: "the account has 9998 folders" read as the reason by itself.
+            text = f"too many folders: an account may have at most {MAX_FOLDERS}"
+            if adding > 1:
+                text += f" ({adding} would be created, parent folders included)"
+            raise FolderCountLimit(text)
 
     @staticmethod
     def _check_moved_depth(

@@ -221,4 +221,9 @@ async def test_store_limits_and_get_folder(imap: Imap, monkeypatch):
     assert len(await store.list_folders(USER)) == have + 2
     c = await imap.client()
     out = await c.cmd("CREATE z")
-    assert out[-1].startswith(b"a1 NO [LIMIT] Mailbox name refused: the account has ")
+    limit = f"NO [LIMIT] too many folders: an account may have at most {have + 2}".encode()
+    assert out[-1] == b"a1 " + limit
+    out = await c.cmd("RENAME Sent p/q/Sent")  # two parents to create: the RENAME says so
+    assert out[-1] == b"a2 " + limit + b" (2 would be created, parent folders included)"
+    out = await c.cmd("RENAME INBOX Old")
+    assert out[-1] == b"a3 " + limit
