@@ -936,7 +936,7 @@ class _Reader:
             self.expect(b'"')
         try:
             return _dt.date(year, month, day)
-        except ValueError:
+        except (ValueError, OverflowError):  # a year past the C int: OverflowError
             raise ParseError("Bad date") from None
 
     def date_time(self) -> _dt.datetime:

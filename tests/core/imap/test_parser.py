@@ -878,6 +878,7 @@ BAD = [
     (b"a SEARCH CHARSET UTF-8 SUBJECT {1}\r\n\xff\r\n", "a"),
     (b'a SEARCH MODSEQ "/flags/x" frob 5', "a"),
     (b"a SEARCH OLDER 0", "a"),
+    (b"a SEARCH BEFORE 1-Jan-4294967295", "a"),  # a year past the C int
     (b"a SORT (DATE) ALL", "a"),
     (b"a SORT (FROB) UTF-8 ALL", "a"),
     (b"a SORT () UTF-8 ALL", "a"),
