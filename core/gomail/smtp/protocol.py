@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, _AuthMechAttr, login_always_fail, syntax
 
-from gomail.smtp.replies import with_enhanced
+from gomail.smtp.replies import printable, with_enhanced
 
 if TYPE_CHECKING:
     from gomail.smtp.handler import Handler
@@ -160,8 +160,11 @@ class GomailSMTP(SMTP):
             self.handler.transaction_ended(self)
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and not self._in_ehlo:
-            status = "\r\n".join(with_enhanced(line) for line in status.split("\r\n"))
+        if isinstance(status, str):
+            lines = [printable(line) for line in status.split("\r\n")]
+            if not self._in_ehlo or not status.startswith("250"):  # EHLO's 250 has none
+                lines = [with_enhanced(line) for line in lines]
+            status = "\r\n".join(lines)
         await super().push(status)
 
     async def handle_exception(self, error: Exception) -> str:

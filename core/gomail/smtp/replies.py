@@ -40,6 +40,15 @@ _BY_TEXT = (
 _BARE = ("220", "354", "334")
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(line: str) -> str:
+    """The reply line with control characters (a client's bare CR, LF or NUL echoed back
+    in it) and undecodable octets replaced by ``?``: one reply line stays one line."""
+    return _UNPRINTABLE.sub("?", line)
+
+
 def with_enhanced(line: str) -> str:
     """The reply line with an enhanced status code inserted when it lacks one."""
     code = line[:3]
