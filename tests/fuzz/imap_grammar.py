@@ -278,6 +278,8 @@ RESPONSE_TEXT = re.compile(rb"[\x20-\x7e]*")
 TAGGED = re.compile(rb"(" + _TAG_RE + rb") (OK|NO|BAD)(?: \[([^\]\r\n\0]*)\])?(?: (.*))?\Z", re.S)
 UNTAGGED = re.compile(rb"\* (.*)\Z", re.S)
 CONTINUATION = re.compile(rb"\+(?: .*)?\Z", re.S)
+# What a client takes for a literal announcement at the end of a response line.
+LITERAL_AT_END = re.compile(rb"~?\{(\d+)\}\r\n\Z")
 
 
 def assert_error_response(line: bytes, tag: str | None) -> None:
@@ -286,6 +288,7 @@ def assert_error_response(line: bytes, tag: str | None) -> None:
     body = line[:-2]
     assert b"\r" not in body and b"\n" not in body and b"\0" not in body, line
     assert RESPONSE_TEXT.fullmatch(body), line
+    assert not LITERAL_AT_END.search(line), f"the text announces a literal: {line!r}"
     head, _, rest = body.partition(b" ")
     assert head == (tag.encode() if tag else b"*"), (line, tag)
     status, _, text = rest.partition(b" ")

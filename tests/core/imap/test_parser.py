@@ -1153,6 +1153,16 @@ def test_fetch_response_names():
 
 
 # ---------------------------------------------------------------------------------------------
+def test_error_text_never_ends_in_a_literal_announcement():
+    """The text quotes the client's command; ending in its "{2}" it would announce a
+    literal to the client, which then takes the next response as literal data."""
+    for wire in (b"a1 ID ((- {2}\r\nab)", b"a1 FETCH 1 (FLAGS {2}\r\nab)"):
+        with pytest.raises(ParseError) as info:
+            parse_wire(wire)
+        line = info.value.response()
+        assert line.endswith(b"{2}.\r\n"), line
+
+
 # Fuzzing: only ParseError, ever
 
 
