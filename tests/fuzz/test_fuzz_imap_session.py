@@ -163,16 +163,18 @@ def segments_of(data: bytes) -> list[bytes] | None:
 class Session:
     """A logged-in client, made afresh after a failed example (it may be out of step)."""
 
-    def __init__(self, g) -> None:
+    def __init__(self, g, login: bool = True) -> None:
         self.g = g
+        self.login = login
         self.client: ImapClient | None = None
 
     def get(self) -> ImapClient:
         if self.client is None:
             c = ImapClient(self.g.ports["imap"])
             assert c.response().startswith(b"* OK")
-            out = c.command(f'LOGIN {USER} "{self.g.PASSWORD}"'.encode())
-            assert out[-1].split()[1] == b"OK", out
+            if self.login:
+                out = c.command(f'LOGIN {USER} "{self.g.PASSWORD}"'.encode())
+                assert out[-1].split()[1] == b"OK", out
             self.client = c
         return self.client
 
@@ -193,19 +195,18 @@ def session(fuzz_gomail):
     s.reset()
 
 
-@fuzz_settings(600, deadline=None)
-@given(wire_commands())
-def test_session_commands(session, fuzz_gomail, tagged):
+def run_fuzzed(session: Session, g, tagged: tuple[bytes, bytes], select: bool) -> None:
     tag, data = tagged
     upper = data.upper()
     assume(b"DEFLATE" not in upper and b"LOGOUT" not in upper and b"STARTTLS" not in upper)
     segments = segments_of(data)
     assume(segments is not None)
-    log_start = len(fuzz_gomail.log)
+    log_start = len(g.log)
     c = session.get()
     try:
-        out = c.command(b"SELECT INBOX")
-        assert out[-1].split()[1] == b"OK", out
+        if select:
+            out = c.command(b"SELECT INBOX")
+            assert out[-1].split()[1] == b"OK", out
         lines = c.send_fuzzed(segments)
     except BaseException:
         session.reset()
@@ -213,5 +214,27 @@ def test_session_commands(session, fuzz_gomail, tagged):
     if data.startswith(tag + b" ") and not any(ln.startswith(b"+ idling") for ln in lines):
         answered = [ln for ln in lines if ln.startswith((tag + b" ", b"* BAD"))]
         assert answered, (data, lines)
-    log = fuzz_gomail.log[log_start:]
+    log = g.log[log_start:]
     assert "Traceback" not in log, log[-3000:]
+
+
+@fuzz_settings(600, deadline=None)
+@given(wire_commands())
+def test_session_commands(session, fuzz_gomail, tagged):
+    run_fuzzed(session, fuzz_gomail, tagged, select=True)
+
+
+@pytest.fixture(scope="module")
+def anonymous(fuzz_gomail):
+    s = Session(fuzz_gomail, login=False)
+    yield s
+    s.reset()
+
+
+@fuzz_settings(300, deadline=None)
+@given(wire_commands())
+def test_commands_before_login(anonymous, fuzz_gomail, tagged):
+    upper = tagged[1].upper()
+    # a failed login costs a growing delay; logins are fuzzed in the parser tests
+    assume(b"LOGIN" not in upper and b"AUTHENTICATE" not in upper)
+    run_fuzzed(anonymous, fuzz_gomail, tagged, select=False)
