@@ -276,8 +276,6 @@ def wire_commands(draw) -> tuple[bytes, bytes]:
 _TAG_RE = rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[\]^_`a-z|}~]+"
 RESPONSE_TEXT = re.compile(rb"[\x20-\x7e]*")
 TAGGED = re.compile(rb"(" + _TAG_RE + rb") (OK|NO|BAD)(?: \[([^\]\r\n\0]*)\])?(?: (.*))?\Z", re.S)
-UNTAGGED = re.compile(rb"\* (.*)\Z", re.S)
-CONTINUATION = re.compile(rb"\+(?: .*)?\Z", re.S)
 # What a client takes for a literal announcement at the end of a response line.
 LITERAL_AT_END = re.compile(rb"~?\{(\d+)\}\r\n\Z")
 

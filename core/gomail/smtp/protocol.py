@@ -165,7 +165,15 @@ class GomailSMTP(SMTP):
             if not self._in_ehlo or not status.startswith("250"):  # EHLO's 250 has none
                 lines = [with_enhanced(line) for line in lines]
             status = "\r\n".join(lines)
-        await super().push(status)
+        try:
+            await super().push(status)
+        except AttributeError:
+            # aiosmtpd closes the transport again for every pipelined command past its
+            # bogus-command limit; asyncio's SSL transport, closed twice, fails writes
+            # with AttributeError where after one close it drops them. Drop them too.
+            if self.transport is None or self.transport.is_closing():
+                return
+            raise
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session %s: unexpected error", self.ctx.id if self.ctx else "?")
