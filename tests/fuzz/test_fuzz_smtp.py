@@ -312,6 +312,18 @@ def test_ehlo_errors_carry_an_enhanced_status_code(fuzz_gomail):
         fuzz_gomail.assert_reply(c.cmd("EHLO client.test"), 250)
 
 
+@pytest.mark.parametrize("path", ["alice@", "alice@[", '"a"@'])
+def test_paths_the_email_parser_trips_on_are_syntax_errors(fuzz_gomail, path):
+    """aiosmtpd parses a path without <> with the email package, which raised IndexError
+    or AttributeError on these: the client got 451 and the log a traceback."""
+    with fuzz_gomail.raw() as c:
+        c.cmd("EHLO client.test")
+        code, text = c.cmd(f"MAIL FROM:{path}")
+        assert code in (501, 553) and text[:1] == "5", (code, text)
+        code, text = c.cmd(f"VRFY {path}")
+        assert code not in (451,) and "Local error" not in text, (code, text)
+
+
 def test_commands_pipelined_past_the_bogus_limit_on_tls(fuzz_gomail):
     """aiosmtpd closes the connection after five unknown commands, and again for each one
     pipelined after that: a reply after the second close raised inside asyncio's SSL

@@ -187,7 +187,11 @@ class GomailSMTP(SMTP):
             return m.group(1), m.group(2)
         if arg.lstrip().startswith("<") and ">" not in arg:
             return None, None  # the email parser forgives a missing ">"; SMTP does not
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, AttributeError, ValueError):
+            # the email package's parser fails this way on some input ("alice@", "a@[")
+            return None, None
 
     # --- EHLO and AUTH -----------------------------------------------------------------
 
