@@ -160,9 +160,12 @@ def _idna(domain: str, d: str) -> str:
         raise ValueError(f"invalid domain {domain!r}: longer than {MAX_DOMAIN} characters")
     try:
         # IDNAError and the punycode codec's errors on broken A-labels are UnicodeErrors.
-        return idna.encode(d, uts46=True).decode("ascii")
+        out = idna.encode(d, uts46=True).decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"invalid domain {domain!r}: {e}") from None
+    if out.endswith("."):  # a last label that UTS #46 maps to nothing (a soft hyphen)
+        raise ValueError(f"invalid domain {domain!r}: empty label")
+    return out
 
 
 def _check_literal(d: str) -> str:

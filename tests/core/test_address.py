@@ -80,6 +80,7 @@ def test_normalize_domain(given: str, expected: str) -> None:
         ("xn--zz.example", "invalid domain"),  # not a valid A-label
         ("☃.net", "invalid domain"),  # disallowed code point in IDNA 2008
         ("bü cher.example", "invalid domain"),
+        ("bücher.example.\xad", "empty label"),  # the soft hyphen maps to nothing
         ("1.2.3.4", "must be written [1.2.3.4]"),
         ("[1.2.3]", "address literal"),
         ("[127.0.0.1", "missing ']'"),

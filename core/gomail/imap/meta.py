@@ -25,50 +25,52 @@ MAX_HEADER_TEXT = 256 * 1024
 
 _WSP = re.compile(r"[ \t\r\n]+")
 _BLOB = r"\[[^\[\]]*\][ ]*"
-# Matched at a position (pattern.match(s, pos)): never by slicing off one leader at a time,
-# which copies the rest of the subject each time (quadratic in "re:re:re:…").
 _LEADER = re.compile(rf"[ ]+|(?:{_BLOB})*(?:re|fwd?)[ ]*(?:{_BLOB})?:", re.I)
-_BLOB_AT = re.compile(_BLOB)
+_BLOB_LEAD = re.compile(_BLOB)
 _FWD = re.compile(r"\A\[fwd:(.*)\]\Z", re.I | re.S)
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 
 
-def _trailer_start(s: str) -> int:
-    """Where the subj-trailers at the end of s begin (step 2): spaces and "(fwd)"."""
+def _without_trailer(s: str) -> str:
+    """Step 2: trailing spaces and "(fwd)"s removed, scanning back once (a regex anchored
+    at the end tries every start: quadratic on a long run of them)."""
     end = len(s)
-    while True:
-        if s.endswith(" ", 0, end):
+    while end:
+        if s[end - 1] == " ":
             end -= 1
-        elif end >= 5 and s[end - 5 : end].lower() == "(fwd)":
+        elif s[max(0, end - 5) : end].lower() == "(fwd)":
             end -= 5
         else:
-            return end
+            break
+    return s[:end]
+
+
+def _without_leaders(s: str) -> str:
+    """Steps 3 and 4: leaders ("Re:", "[blob] Fwd:") and leading blobs removed, walking an
+    index forward rather than re-matching the rest of the subject after each removal."""
+    pos, n = 0, len(s)
+    while pos < n:
+        m = _LEADER.match(s, pos)
+        if m is not None and m.end() > pos:
+            pos = m.end()
+            continue
+        # No leader here. If a run of blobs starts here, no leader starts after any of them
+        # either (the leader pattern would have matched them as its own prefix): drop them
+        # all, keeping the last when nothing else follows it.
+        while (b := _BLOB_LEAD.match(s, pos)) is not None and b.end() < n:
+            pos = b.end()
+        break
+    return s[pos:]
 
 
 def base_subject(subject: str) -> str:
     """The RFC 5256 section 2.1 base subject of an (already RFC 2047 decoded) subject.
 
-    Linear in the subject's length: a subject is client data, up to the message size."""
+    Linear in the subject's length: a sender chooses it, and it is computed at delivery.
+    """
     s = _WSP.sub(" ", subject)
     for _ in range(100):  # each round removes something; bounded anyway
-        end = _trailer_start(s)  # step 2
-        pos = 0
-        while True:  # steps 3 and 4
-            m = _LEADER.match(s, pos, end)
-            if m is not None and m.end() > pos:
-                pos = m.end()
-                m = _BLOB_AT.match(s, pos, end)
-                if m is not None and m.end() < end:
-                    pos = m.end()
-                continue
-            # No leader here, nor after any of the blobs that follow (a leader would have
-            # taken them all): the blobs go, one by one, as long as something remains.
-            m = _BLOB_AT.match(s, pos, end)
-            while m is not None and m.end() < end:
-                pos = m.end()
-                m = _BLOB_AT.match(s, pos, end)
-            break
-        s = s[pos:end]
+        s = _without_leaders(_without_trailer(s))
         m = _FWD.match(s)  # step 5
         if not m:
             break

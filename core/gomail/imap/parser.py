@@ -149,7 +149,10 @@ class ParseError(Exception):
     def response(self) -> bytes:
         """``TAG BAD [CODE] text\\r\\n`` (``*`` when there is no tag)."""
         code = f"[{self.code}] " if self.code else ""
-        line = f"{self.tag or '*'} {self.status} {code}{self.message}\r\n"
+        text = self.message
+        if text.endswith("}"):  # a client's "{5}" echoed last would announce a literal
+            text += "."
+        line = f"{self.tag or '*'} {self.status} {code}{text}\r\n"
         return line.encode("ascii", "replace")
 
 
@@ -936,7 +939,7 @@ class _Reader:
             self.expect(b'"')
         try:
             return _dt.date(year, month, day)
-        except ValueError:
+        except (ValueError, OverflowError):  # a year past the C int: OverflowError
             raise ParseError("Bad date") from None
 
     def date_time(self) -> _dt.datetime:

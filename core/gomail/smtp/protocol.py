@@ -224,14 +224,14 @@ class GomailSMTP(SMTP):
             self._param_error = None
         if isinstance(status, str):
             lines = [printable(line) for line in status.split("\r\n")]
-            if not self._in_ehlo:
+            if not self._in_ehlo or not status.startswith("250"):  # EHLO's 250 has none
                 lines = [with_enhanced(line) for line in lines]
             status = "\r\n".join(lines)
             last = lines[-1]
         else:
             last = status.rpartition(b"\r\n")[2].decode("ascii", "replace")
         if last[3:4] == "-":  # an EHLO line before the last: the reply is not complete
-            await super().push(status)
+            await self._send(status)
             return
         self._last_reply = last
         limits = self.handler.limits
@@ -241,7 +241,7 @@ class GomailSMTP(SMTP):
         if excess > 0:
             # Postfix's "sleep on anything": every reply to a client past the soft limit waits.
             await asyncio.sleep(min(excess, MAX_DELAY_STEPS) * limits.smtp_error_delay)
-        await super().push(status)
+        await self._send(status)
         if self.errors >= limits.smtp_hard_error_limit and not self._hang_up:
             log.info(
                 "too many errors",
@@ -250,9 +250,20 @@ class GomailSMTP(SMTP):
                                   "errors": self.errors}},
             )  # fmt: skip
             self._hang_up = True
-            await super().push(TOO_MANY_ERRORS)
+            await self._send(TOO_MANY_ERRORS)
         if self._hang_up and self.transport is not None:
             self.transport.close()
+
+    async def _send(self, status: Any) -> None:
+        try:
+            await super().push(status)
+        except AttributeError:
+            # aiosmtpd closes the transport again for every pipelined command past its
+            # bogus-command limit; asyncio's SSL transport, closed twice, fails writes
+            # with AttributeError where after one close it drops them. Drop them too.
+            if self.transport is None or self.transport.is_closing():
+                return
+            raise
 
     def _guarded(self, name: str, method: Any) -> Any:
         """``method`` (an ``smtp_*`` command) as the command loop calls it: through
@@ -310,7 +321,11 @@ class GomailSMTP(SMTP):
             return m.group(1), m.group(2)
         if arg.lstrip().startswith("<") and ">" not in arg:
             return None, None  # the email parser forgives a missing ">"; SMTP does not
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, AttributeError, ValueError):
+            # the email package's parser fails this way on some input ("alice@", "a@[")
+            return None, None
 
     # --- EHLO and AUTH -----------------------------------------------------------------
 
@@ -528,7 +543,7 @@ class GomailSMTP(SMTP):
         than max(SIZE, BDAT_MAX_DISCARD) is not read at all: 552, and the connection is
         closed (reading it would only be bandwidth, but it could be endless)."""
         parts = (arg or "").split()
-        if not parts or len(parts) > 2 or not parts[0].isdigit():
+        if not parts or len(parts) > 2 or not (parts[0].isascii() and parts[0].isdigit()):
             await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
             return
         last = len(parts) == 2

@@ -878,6 +878,7 @@ BAD = [
     (b"a SEARCH CHARSET UTF-8 SUBJECT {1}\r\n\xff\r\n", "a"),
     (b'a SEARCH MODSEQ "/flags/x" frob 5', "a"),
     (b"a SEARCH OLDER 0", "a"),
+    (b"a SEARCH BEFORE 1-Jan-4294967295", "a"),  # a year past the C int
     (b"a SORT (DATE) ALL", "a"),
     (b"a SORT (FROB) UTF-8 ALL", "a"),
     (b"a SORT () UTF-8 ALL", "a"),
@@ -1152,6 +1153,16 @@ def test_fetch_response_names():
 
 
 # ---------------------------------------------------------------------------------------------
+def test_error_text_never_ends_in_a_literal_announcement():
+    """The text quotes the client's command; ending in its "{2}" it would announce a
+    literal to the client, which then takes the next response as literal data."""
+    for wire in (b"a1 ID ((- {2}\r\nab)", b"a1 FETCH 1 (FLAGS {2}\r\nab)"):
+        with pytest.raises(ParseError) as info:
+            parse_wire(wire)
+        line = info.value.response()
+        assert line.endswith(b"{2}.\r\n"), line
+
+
 # Fuzzing: only ParseError, ever
 
 
