@@ -241,11 +241,12 @@ class Client:
         cmd = line.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
         verb, _, arg = cmd.partition(" ")
         parts = arg.split()
-        if verb.upper() != "BDAT" or not 1 <= len(parts) <= 2 or not parts[0].isdigit():
+        if verb.upper() != "BDAT" or not 1 <= len(parts) <= 2:
             return b""
+        if not (parts[0].isascii() and parts[0].isdigit()):
+            return b""  # "BDAT ٣" or "BDAT ²" is a syntax error: no chunk is read
         if len(parts) == 1 or parts[1].upper() == "LAST":
-            with contextlib.suppress(ValueError):  # int() takes any decimal digits, not "²"
-                return b"x" * int(parts[0])
+            return b"x" * int(parts[0])
         return b""
 
 
