@@ -180,8 +180,12 @@ class Raw:
     """A line-level IMAP client for what the libraries do not send: exact lines out, every
     response line back (literals inlined after their {n} CRLF)."""
 
-    def __init__(self, port: int, tls: bool = False, timeout: float = 15.0):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(
+        self, port: int, tls: bool = False, timeout: float = 15.0, source: str = "127.0.0.1"
+    ):
+        sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        )
         if tls:
             sock = tls_context().wrap_socket(sock, server_hostname="localhost")
         self.sock = sock

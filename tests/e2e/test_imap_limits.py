@@ -43,15 +43,7 @@ class From(Raw):
     """A Raw IMAP client connecting from a loopback address of its own."""
 
     def __init__(self, port: int, source: str = "127.0.0.1", timeout: float = 15.0):
-        sock = socket.create_connection(
-            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
-        )
-        self.sock = sock
-        self.buf = b""
-        self.n = 0
-        self.inflate = None
-        self.deflate = None
-        self.greeting = self.line()
+        super().__init__(port, timeout=timeout, source=source)
 
     def closed(self, timeout: float = 10.0) -> bool:
         """True when the server closes the connection (what it still sends is dropped)."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import socket
-import ssl
 import time
 
 import pytest
+from conftest import tls_client_context
 
 LIMITS = {"connections": 30, "connections_per_ip": 5, "tls_handshake_timeout": 2}
 
@@ -39,13 +39,6 @@ def refused(sock: socket.socket, wait: float = 1.0) -> bool:
         return False
 
 
-def client_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 @pytest.mark.parametrize("listener", ["smtps", "imaps"])
 def test_unfinished_handshakes_count_per_address(g, listener):
     port = g.ports[listener]
@@ -56,7 +49,7 @@ def test_unfinished_handshakes_count_per_address(g, listener):
         assert not refused(held[0], 0.3), "the first ones should wait for their handshake"
         # Another address is not held up by the first one's handshakes.
         raw = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
-        with client_context().wrap_socket(raw) as tls:
+        with tls_client_context().wrap_socket(raw) as tls:
             greeting = tls.recv(200)
         assert greeting.startswith(b"220 " if listener == "smtps" else b"* OK")
 
@@ -64,7 +57,7 @@ def test_unfinished_handshakes_count_per_address(g, listener):
 def test_handshakes_finished_in_time_work_and_count_as_connections(g):
     port = g.ports["smtps"]
     with smtplib.SMTP_SSL(
-        "127.0.0.1", port, timeout=10, context=client_context(), source_address=("127.0.0.8", 0)
+        "127.0.0.1", port, timeout=10, context=tls_client_context(), source_address=("127.0.0.8", 0)
     ) as client:
         assert client.ehlo()[0] == 250
         assert client.noop()[0] == 250
