@@ -50,7 +50,7 @@ class App:
         # RCPTs refused as unknown users, per client address, on every SMTP listener
         # (address harvesting; limits.unknown_recipients_per_ip)
         self.unknown_recipients = SlidingCount(config.limits.unknown_recipients_window)
-        # Taken by the SMTP handler while it holds a large received message in memory.
+        # Taken while a large received message (SMTP, IMAP APPEND) is held in memory.
         self.large_messages = asyncio.Semaphore(config.limits.large_messages_at_once)
         # Verified against when the account does not exist, so that a wrong user name costs
         # as much time as a wrong password (no user enumeration by timing).
