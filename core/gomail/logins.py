@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gomail import events
 from gomail.address import normalize_address
 from gomail.clients import client_key
-from gomail.limits import KeyedCounter
+from gomail.limits import KeyedCounter, SlidingCount
 
 if TYPE_CHECKING:
     from gomail.app import App
@@ -26,7 +25,6 @@ log = logging.getLogger("gomail.logins")
 DELAY_STEP = 1.0  # seconds added to the reply per failure in a connection
 DELAY_MAX = 5.0
 FAILURES_BEFORE_DISCONNECT = 5  # per connection; the protocol hangs up
-MAX_TRACKED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,27 +53,18 @@ class LoginGuard:
     def __init__(self, max_failures: int = 10, window: float = 900.0) -> None:
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[str, list[float]] = {}
+        self._failures = SlidingCount(window)
         self._in_flight = KeyedCounter(max_failures)
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, ()) if now - t < self.window]
-        if times:
-            self._failures[key] = times
-        else:
-            self._failures.pop(key, None)
-        return times
 
     def locked(self, ip: str) -> bool:
         """Whether ``ip`` has used up its failures (settled ones only)."""
-        return len(self._recent(client_key(ip), time.monotonic())) >= self.max_failures
+        return self._failures.count(client_key(ip)) >= self.max_failures
 
     def reserve(self, ip: str) -> bool:
         """Take a reservation for one attempt from ``ip``: False when the address is locked
         out, counting the attempts in flight. Settle it with ``failed`` or ``release``."""
         key = client_key(ip)
-        settled = len(self._recent(key, time.monotonic()))
-        if settled + self._in_flight.count(key) >= self.max_failures:
+        if self._failures.count(key) + self._in_flight.count(key) >= self.max_failures:
             return False
         return self._in_flight.acquire(key)
 
@@ -85,11 +74,7 @@ class LoginGuard:
 
     def failed(self, ip: str) -> None:
         """Record a failure; with a reservation, ``release`` it first (``login`` does)."""
-        if len(self._failures) >= MAX_TRACKED:
-            self._failures.clear()  # bounded: a flood of addresses resets the table
-        key = client_key(ip)
-        self._recent(key, time.monotonic())
-        self._failures.setdefault(key, []).append(time.monotonic())
+        self._failures.add(client_key(ip))
 
 
 async def login(

@@ -1,12 +1,12 @@
 """The login guard: failures per client address within a window."""
 
-from gomail import logins
+from gomail import limits
 from gomail.logins import LoginGuard
 
 
 def test_locks_after_max_failures_and_ages_out(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(logins.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(limits.time, "monotonic", lambda: now[0])
     guard = LoginGuard(max_failures=3, window=60)
     for _ in range(2):
         guard.failed("192.0.2.7")
